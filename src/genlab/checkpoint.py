@@ -1,0 +1,254 @@
+"""Checkpoints: safetensors for tensors, JSON for everything else, written atomically.
+
+A run directory holds ``config.json`` + ``model.safetensors`` (final weights) and
+``checkpoints/step-XXXXXXXX/`` folders for resuming: ``model.safetensors``,
+``state.safetensors`` (optimiser moments, RNG states) and ``state.json`` (step,
+epoch, the non-tensor parts of the optimiser state). Nothing is ever unpickled:
+safetensors files hold raw tensors behind a JSON header, so loading one cannot
+run code.
+
+Every file is written to a temporary name in the same folder, flushed to disk
+and renamed over the target (``os.replace`` is atomic on POSIX), so a crash or a
+full disk leaves the previous file intact. A checkpoint folder is assembled
+under a temporary name and renamed into place the same way.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from . import __version__
+from .errors import CheckpointError, GenlabError
+
+CHECKPOINT_DIR = "checkpoints"
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+# -- atomic files ---------------------------------------------------------------
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise GenlabError(f"cannot write {path}: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        _remove_quietly(Path(tmp))
+        why = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+        raise GenlabError(f"cannot write {path}: {why}; the previous file, if any, is unchanged") from None
+    except BaseException:
+        _remove_quietly(Path(tmp))
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except OSError:
+        pass
+
+
+# -- tensors <-> safetensors ----------------------------------------------------------
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    # safetensors refuses shared or strided storage: give it dense, detached CPU copies.
+    dense = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    # One metadata key: safetensors keeps metadata in a hash map whose order varies
+    # between processes, and identical runs must write identical bytes.
+    meta = json.dumps({"genlab_version": __version__, **(metadata or {})}, sort_keys=True)
+    atomic_write_bytes(path, st_save(dense, metadata={"genlab": meta}))
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file; anything else (a pickle, a truncated file) is refused."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: file is missing") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        return st_load(data)
+    except (SafetensorError, ValueError, RuntimeError) as e:
+        hint = " (it looks like a pickle file: genlab never loads those)" if data[:1] == b"\x80" or data[:2] == b"PK" else ""
+        raise CheckpointError(f"{path}: not a valid safetensors file{hint}: {e}") from None
+
+
+def load_state_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
+    """Copy weights into ``module`` after checking names and shapes match exactly."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = [f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(v.shape)}"
+             for k, v in expected.items() if k in tensors and tensors[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} tensor(s) (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected tensor(s) (e.g. {unexpected[0]})")
+        if wrong:
+            parts.append(f"{len(wrong)} shape mismatch(es) (e.g. {wrong[0]})")
+        raise CheckpointError(f"{where}: weights do not fit this model's architecture: {'; '.join(parts)}")
+    module.load_state_dict(tensors, strict=True)
+
+
+# -- nested state (optimiser, RNG) <-> (tensors, JSON) ------------------------------------
+def flatten_state(obj: Any, prefix: str = "", tensors: dict | None = None) -> tuple[Any, dict[str, torch.Tensor]]:
+    """Split a nested structure into a JSON skeleton and a flat dict of tensors.
+
+    Tensors become ``{"__tensor__": key}`` in the skeleton; tuples become
+    ``{"__tuple__": [...]}``; numpy arrays become tensors; dict keys are kept
+    with their type (optimiser state is keyed by int).
+    """
+    tensors = {} if tensors is None else tensors
+    if isinstance(obj, torch.Tensor):
+        key = prefix or "t"
+        tensors[key] = obj
+        return {"__tensor__": key}, tensors
+    if isinstance(obj, np.ndarray):
+        return flatten_state(torch.from_numpy(obj.copy()), prefix, tensors)
+    if isinstance(obj, dict):
+        items = [[k, flatten_state(v, f"{prefix}.{k}", tensors)[0]] for k, v in obj.items()]
+        return {"__dict__": items}, tensors
+    if isinstance(obj, (list, tuple)):
+        seq = [flatten_state(v, f"{prefix}.{i}", tensors)[0] for i, v in enumerate(obj)]
+        return ({"__tuple__": seq} if isinstance(obj, tuple) else seq), tensors
+    if isinstance(obj, (np.integer, np.floating)):
+        return obj.item(), tensors
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj, tensors
+    raise TypeError(f"cannot store {type(obj).__name__} in a checkpoint")
+
+
+def unflatten_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(skeleton, dict):
+        if "__tensor__" in skeleton:
+            key = skeleton["__tensor__"]
+            if key not in tensors:
+                raise CheckpointError(f"checkpoint state refers to a missing tensor {key!r}")
+            return tensors[key]
+        if "__tuple__" in skeleton:
+            return tuple(unflatten_state(v, tensors) for v in skeleton["__tuple__"])
+        if "__dict__" in skeleton:
+            return {k: unflatten_state(v, tensors) for k, v in skeleton["__dict__"]}
+        raise CheckpointError("checkpoint state has an unknown structure")
+    if isinstance(skeleton, list):
+        return [unflatten_state(v, tensors) for v in skeleton]
+    return skeleton
+
+
+def rng_states() -> dict[str, Any]:
+    """Every global RNG genlab or a user's code might touch."""
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_states(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np_state = state["numpy"]
+    np.random.set_state((np_state[0], np.asarray(np_state[1], dtype=np.uint32), *np_state[2:]))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(state["cuda"]))
+
+
+# -- resumable checkpoints ------------------------------------------------------------
+def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (temporary folders are ignored)."""
+    root = Path(run_dir) / CHECKPOINT_DIR
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-")
+                  and (p / "state.json").is_file())
+
+
+def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, state: dict[str, Any], keep: int) -> Path:
+    """Write checkpoints/step-XXXXXXXX/ atomically, then delete all but the newest ``keep``."""
+    root = Path(run_dir) / CHECKPOINT_DIR
+    final = root / f"step-{step:08d}"
+    skeleton, tensors = flatten_state(state, "state")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-step-{step:08d}-", dir=root))
+    except OSError as e:
+        raise GenlabError(f"cannot write a checkpoint into {root}: {e.strerror or e}") from None
+    try:
+        save_tensors(tmp / MODEL_FILE, model.state_dict())
+        save_tensors(tmp / "state.safetensors", tensors)
+        atomic_write_text(tmp / "state.json", json.dumps({"step": step, "state": skeleton}))
+        if final.exists():
+            _remove_quietly(final)
+        os.replace(tmp, final)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    for old in checkpoint_dirs(run_dir)[:-keep]:
+        _remove_quietly(old)
+    return final
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module) -> dict[str, Any]:
+    """Load weights into ``model`` and return the saved training state."""
+    path = Path(path)
+    load_state_into(model, load_tensors(path / MODEL_FILE), str(path / MODEL_FILE))
+    try:
+        meta = json.loads((path / "state.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path / 'state.json'}: unreadable ({e})") from None
+    state = unflatten_state(meta["state"], load_tensors(path / "state.safetensors"))
+    state["step"] = meta["step"]
+    return state
+
+
+# -- finished runs -------------------------------------------------------------------
+def load_run(run_dir: Path, device: str | torch.device = "cpu"):
+    """Rebuild a trained model from its run directory: (model in eval mode, RunConfig)."""
+    from .config import RunConfig
+    from .models import build_model
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: no such run directory")
+    config = RunConfig.load(run_dir / CONFIG_FILE)
+    weights = run_dir / MODEL_FILE
+    if not weights.is_file():
+        ckpts = checkpoint_dirs(run_dir)
+        if not ckpts:
+            raise CheckpointError(f"{run_dir}: no {MODEL_FILE} and no checkpoint: training never finished "
+                                  f"a checkpoint (resume it with: genlab train --resume {run_dir})")
+        weights = ckpts[-1] / MODEL_FILE
+    model = build_model(config.family, config.model)
+    load_state_into(model, load_tensors(weights), str(weights))
+    return model.to(device).eval(), config

@@ -1,0 +1,131 @@
+"""VAE maths: reparameterisation, closed-form KL, losses, and learning on real data."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from genlab.data import load_dataset
+from genlab.models import StepNoise, TrainSettings, build_model, get_preset
+from genlab.models.base import StepContext
+from genlab.models.vae import VAEConfig, active_units, kl_divergence, reparameterize
+
+
+def test_reparameterisation_has_the_posterior_mean_and_variance():
+    g = torch.Generator().manual_seed(0)
+    mu = torch.tensor([1.5, -2.0])
+    log_var = torch.tensor([math.log(0.25), math.log(4.0)])
+    eps = torch.randn(200_000, 2, generator=g)
+    z = reparameterize(mu.expand(200_000, 2), log_var.expand(200_000, 2), eps)
+    assert torch.allclose(z.mean(0), mu, atol=0.02)
+    assert torch.allclose(z.var(0), log_var.exp(), rtol=0.02)
+
+
+def test_closed_form_kl_matches_monte_carlo():
+    g = torch.Generator().manual_seed(1)
+    mu = torch.tensor([[0.7, -1.2, 0.0]])
+    log_var = torch.tensor([[-1.0, 0.5, 0.0]])
+    n = 400_000
+    z = reparameterize(mu.expand(n, 3), log_var.expand(n, 3), torch.randn(n, 3, generator=g))
+    std = (0.5 * log_var).exp()
+    log_q = torch.distributions.Normal(mu, std).log_prob(z)
+    log_p = torch.distributions.Normal(0.0, 1.0).log_prob(z)
+    mc = (log_q - log_p).mean(0)
+    exact = kl_divergence(mu, log_var)[0]
+    assert torch.allclose(mc, exact, atol=0.01), (mc, exact)
+    assert float(kl_divergence(torch.zeros(1, 4), torch.zeros(1, 4)).sum()) == 0.0
+
+
+def test_seed_preset_is_the_tutorials_architecture():
+    model = build_model("vae", get_preset("vae", "seed").model)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    # encoder 784 -> 64, stats 64 -> 2+2, decoder 2 -> 64 -> 784
+    assert sorted(shapes.values()) == sorted([(64, 784), (64,), (4, 64), (4,), (64, 2), (64,), (784, 64), (784,)])
+    assert get_preset("vae", "seed").train == {"epochs": 50, "batch_size": 16, "lr": 1e-3}
+    cfg = model.config
+    assert (cfg.likelihood, cfg.recon_reduction, cfg.beta) == ("mse", "mean", 1.0)
+
+
+def test_seed_loss_is_pixel_mean_mse_plus_summed_kl():
+    model = build_model("vae", get_preset("vae", "seed").model)
+    x = torch.rand(5, 1, 28, 28)
+    eps = torch.randn(5, 2)
+    parts = model(x, None, eps)
+    mu, lv = model.encode(x)
+    xr = model.decode(reparameterize(mu, lv, eps))
+    expected_recon = ((xr - x) ** 2).mean()
+    expected_kl = (-0.5 * (1 + lv - mu**2 - lv.exp()).sum(1)).mean()
+    assert torch.allclose(parts["recon"], expected_recon, rtol=1e-5)
+    assert torch.allclose(parts["kl"], expected_kl, rtol=1e-5)
+    assert torch.allclose(parts["loss"], expected_recon + expected_kl, rtol=1e-5)
+
+
+def test_bernoulli_reconstruction_is_summed_bce():
+    model = build_model("vae", VAEConfig(latent_dim=3, hidden=(16,)))
+    x = torch.rand(4, 1, 28, 28)
+    logits = torch.randn(4, 784)
+    nll = model.reconstruction_nll(x, logits)
+    p = torch.sigmoid(logits)
+    ref = -(x.flatten(1) * p.log() + (1 - x.flatten(1)) * (1 - p).log()).sum(1)
+    assert torch.allclose(nll, ref, rtol=1e-4)
+
+
+@pytest.mark.parametrize("bad", [dict(latent_dim=0), dict(beta=-1.0), dict(likelihood="poisson"),
+                                 dict(hidden=()), dict(arch="rnn"), dict(recon_reduction="max")])
+def test_bad_model_config_is_refused(bad):
+    from genlab.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        VAEConfig(**bad).validate()
+
+
+def _steps(model, x, n_steps, lr=1e-3):
+    settings = TrainSettings(lr=lr)
+    opts = model.configure_optimizers(settings)
+    g = torch.Generator()
+    losses = []
+    for s in range(n_steps):
+        g.manual_seed(s)
+        idx = torch.arange(s * 64, (s + 1) * 64) % x.shape[0]
+        out = model.train_step(model.networks(), opts, x[idx], torch.zeros(64, dtype=torch.long),
+                               StepContext(s, StepNoise(g), settings))
+        losses.append(float(out["loss"]))
+    return losses
+
+
+def test_loss_falls_on_real_mnist(mnist_dir):
+    data = load_dataset("mnist", "test", data_dir=mnist_dir)
+    x = data.images[:2048].float() / 255
+    torch.manual_seed(0)
+    model = build_model("vae", get_preset("vae", "mlp").model)
+    losses = _steps(model, x, 60)
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.6 * first, (first, last)
+
+
+def test_train_step_changes_weights_and_sampling_does_not(mnist_dir):
+    data = load_dataset("mnist", "test", data_dir=mnist_dir)
+    model = build_model("vae", get_preset("vae", "conv").model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.sample(8, generator=torch.Generator().manual_seed(0))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    _steps(model, data.images[:128].float() / 255, 1)
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(before[k], v)]
+    assert len(changed) == len(before)
+
+
+def test_active_units_counts_varying_means():
+    mu = torch.cat([torch.randn(1000, 2), torch.full((1000, 3), 0.5)], dim=1)
+    n, var = active_units(mu)
+    assert n == 2 and var.shape == (5,)
+
+
+def test_conditional_sampling_uses_the_labels():
+    model = build_model("vae", get_preset("vae", "cvae").model)
+    g = torch.Generator().manual_seed(0)
+    a = model.sample(4, labels=torch.full((4,), 3), generator=g)
+    g.manual_seed(0)
+    b = model.sample(4, labels=torch.full((4,), 7), generator=g)
+    assert a.shape == (4, 1, 28, 28) and not torch.allclose(a, b)
