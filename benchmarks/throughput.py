@@ -1,0 +1,175 @@
+"""Training and sampling throughput of genlab's presets, against a reference loop measured in the same run.
+
+    python benchmarks/throughput.py [--seconds 20] [--presets vae:seed,vae:mlp,...]
+
+Prints, for each preset, training images/s and sampling images/s. For the
+``mlp`` VAE it also runs pytorch/examples' canonical VAE loop (a per-item
+Dataset returning float tensors -> DataLoader -> 784-400-20 model, BCE on
+sigmoid outputs, Adam) at batch 128 and 512, and prints genlab/reference; and
+genlab's achieved training GFLOP/s against the fp32 matmul peak measured here
+(a 2048x2048 torch matmul). Figures are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genlab.config import DataConfig, RunConfig, TrainConfig
+from genlab.data import load_dataset
+from genlab.models import build_model, get_preset
+from genlab.sample import generate
+from genlab.train import train
+
+DEFAULT_PRESETS = "vae:seed,vae:mlp,vae:conv,gan:seed,gan:dcgan"
+
+
+# -- the reference: pytorch/examples vae/main.py, written out ------------------------------------
+class ExamplesVAE(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(784, 400)
+        self.fc21 = nn.Linear(400, 20)
+        self.fc22 = nn.Linear(400, 20)
+        self.fc3 = nn.Linear(20, 400)
+        self.fc4 = nn.Linear(400, 784)
+
+    def encode(self, x):
+        h1 = F.relu(self.fc1(x))
+        return self.fc21(h1), self.fc22(h1)
+
+    def reparameterize(self, mu, logvar):
+        std = torch.exp(0.5 * logvar)
+        return mu + torch.randn_like(std) * std
+
+    def decode(self, z):
+        return torch.sigmoid(self.fc4(F.relu(self.fc3(z))))
+
+    def forward(self, x):
+        mu, logvar = self.encode(x.view(-1, 784))
+        z = self.reparameterize(mu, logvar)
+        return self.decode(z), mu, logvar
+
+
+def examples_loss(recon_x, x, mu, logvar):
+    bce = F.binary_cross_entropy(recon_x, x.view(-1, 784), reduction="sum")
+    kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+    return bce + kld
+
+
+class PerItemImages(torch.utils.data.Dataset):
+    """What torchvision's MNIST + ToTensor hands the loader: one float tensor per item."""
+
+    def __init__(self, images_uint8: torch.Tensor):
+        self.images = images_uint8
+
+    def __len__(self):
+        return self.images.shape[0]
+
+    def __getitem__(self, i):
+        return self.images[i].float().div(255), 0
+
+
+def reference_images_per_second(images: torch.Tensor, batch_size: int, seconds: float) -> float:
+    torch.manual_seed(0)
+    model = ExamplesVAE()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loader = torch.utils.data.DataLoader(PerItemImages(images), batch_size=batch_size, shuffle=True)
+    model.train()
+    done, t0, warm = 0, None, 3
+    while True:
+        for data, _ in loader:
+            opt.zero_grad()
+            recon, mu, logvar = model(data)
+            loss = examples_loss(recon, data, mu, logvar)
+            loss.backward()
+            opt.step()
+            if warm:
+                warm -= 1
+                if not warm:
+                    t0 = time.perf_counter()
+                continue
+            done += data.shape[0]
+            if time.perf_counter() - t0 > seconds:
+                return done / (time.perf_counter() - t0)
+
+
+# -- genlab -------------------------------------------------------------------------------------------
+def genlab_train_images_per_second(family: str, preset: str, data, batch_size: int | None,
+                                   seconds: float) -> tuple[float, int]:
+    p = get_preset(family, preset)
+    train_cfg = {**dataclasses.asdict(TrainConfig()), **p.train, "epochs": 1000, "log_every": 10**9,
+                 "checkpoint_every": 10**9, "max_minutes": seconds / 60}
+    if batch_size:
+        train_cfg["batch_size"] = batch_size
+    run = RunConfig(family, preset, p.model, DataConfig("fashion-mnist", "train"), TrainConfig(**train_cfg))
+    with tempfile.TemporaryDirectory() as tmp:
+        result = train(run, Path(tmp) / "run", quiet=True, data=data, heldout=data)
+    return result.images_per_second, run.train.batch_size
+
+
+def sampling_images_per_second(family: str, preset: str, n: int = 10_000) -> float:
+    model = build_model(family, get_preset(family, preset).model).eval()
+    g = torch.Generator().manual_seed(0)
+    generate(model, 256, generator=g)  # warm-up
+    t0 = time.perf_counter()
+    generate(model, n, generator=g)
+    return n / (time.perf_counter() - t0)
+
+
+def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - t0) / 1e9
+
+
+def mlp_vae_training_flops_per_image() -> float:
+    """Forward multiply-adds of 784-400-(20,20)-400-784, x2 for FLOPs, x3 for forward+backward."""
+    macs = 784 * 400 + 400 * 40 + 20 * 400 + 400 * 784
+    return 3 * 2 * macs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=20.0, help="timed seconds per measurement")
+    ap.add_argument("--presets", default=DEFAULT_PRESETS)
+    ap.add_argument("--data-dir", default=None, help="Fashion-MNIST folder (default: genlab's lookup)")
+    args = ap.parse_args()
+
+    data = load_dataset("fashion-mnist", "train", data_dir=args.data_dir)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, Fashion-MNIST train "
+          f"({data.images.shape[0]} images), {args.seconds:.0f} s per measurement\n")
+    print(f"{'preset':<12} {'batch':>6} {'train img/s':>12} {'sample img/s':>13}")
+    for item in args.presets.split(","):
+        family, preset = item.split(":")
+        try:
+            ips, batch = genlab_train_images_per_second(family, preset, data, None, args.seconds)
+        except Exception as e:  # a family not installed yet is reported, not fatal
+            print(f"{item:<12} skipped: {e}")
+            continue
+        print(f"{item:<12} {batch:>6} {ips:>12,.0f} {sampling_images_per_second(family, preset):>13,.0f}")
+
+    peak = matmul_peak_gflops()
+    print(f"\nfp32 matmul peak (2048x2048): {peak:,.1f} GFLOP/s")
+    print(f"\n{'mlp VAE vs pytorch/examples':<28} {'batch':>6} {'genlab img/s':>13} {'reference img/s':>16} "
+          f"{'ratio':>6} {'GFLOP/s':>8} {'% peak':>7}")
+    for batch in (128, 512):
+        ref = reference_images_per_second(data.images, batch, args.seconds)
+        ours, _ = genlab_train_images_per_second("vae", "mlp", data, batch, args.seconds)
+        gflops = ours * mlp_vae_training_flops_per_image() / 1e9
+        print(f"{'':<28} {batch:>6} {ours:>13,.0f} {ref:>16,.0f} {ours / ref:>6.2f} {gflops:>8.1f} "
+              f"{100 * gflops / peak:>6.1f}%")
+
+
+if __name__ == "__main__":
+    main()
