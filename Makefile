@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 # The tutorial's VAE exactly (preset seed) and its correctly scaled twin (seed-sum),
 # trained on the 10,000 MNIST test images, then 10,000 samples exported to .npy.
 demo: install
-	$(BIN)/genlab datasets
+	$(BIN)/genlab datasets --data-dir $(DATA_DIR)
 	$(BIN)/genlab train vae --preset seed --dataset mnist --data-dir $(DATA_DIR) --split test \
 		--epochs $(DEMO_EPOCHS) --out runs/demo-seed --overwrite
 	$(BIN)/genlab train vae --preset seed-sum --dataset mnist --data-dir $(DATA_DIR) --split test \

@@ -19,6 +19,7 @@ import errno
 import json
 import os
 import random
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -31,7 +32,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from . import __version__
-from .errors import CheckpointError, GenlabError
+from .errors import CheckpointError, DivergenceError, GenlabError
 
 CHECKPOINT_DIR = "checkpoints"
 MODEL_FILE = "model.safetensors"
@@ -53,13 +54,34 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except OSError as e:
         _remove_quietly(Path(tmp))
-        why = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
-        raise GenlabError(f"cannot write {path}: {why}; the previous file, if any, is unchanged") from None
+        raise GenlabError(f"cannot write {path}: {_why(e)}; the previous file, if any, is unchanged") from None
     except BaseException:
         _remove_quietly(Path(tmp))
         raise
+
+
+def _why(e: OSError) -> str:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the disk is full"
+    return e.strerror or str(e)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable: without this a power cut can undo it (ext4, xfs)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # some filesystems cannot open folders; the rename is still atomic
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+            raise
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -77,6 +99,12 @@ def _remove_quietly(path: Path) -> None:
 
 
 # -- tensors <-> safetensors ----------------------------------------------------------
+def nonfinite_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of floating-point tensors holding NaN or inf."""
+    return [k for k, v in tensors.items()
+            if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     # safetensors refuses shared or strided storage: give it dense, detached CPU copies.
     dense = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
@@ -110,7 +138,7 @@ def load_state_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], w
     wrong = [f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(v.shape)}"
              for k, v in expected.items() if k in tensors and tensors[k].shape != v.shape]
     if missing or unexpected or wrong:
-        parts = []
+        parts: list[str] = []
         if missing:
             parts.append(f"missing {len(missing)} tensor(s) (e.g. {missing[0]})")
         if unexpected:
@@ -118,6 +146,10 @@ def load_state_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], w
         if wrong:
             parts.append(f"{len(wrong)} shape mismatch(es) (e.g. {wrong[0]})")
         raise CheckpointError(f"{where}: weights do not fit this model's architecture: {'; '.join(parts)}")
+    bad = nonfinite_tensors(tensors)
+    if bad:
+        raise CheckpointError(f"{where}: {len(bad)} tensor(s) hold NaN or inf (e.g. {bad[0]}); the file is damaged "
+                              f"(genlab never writes non-finite weights)")
     module.load_state_dict(tensors, strict=True)
 
 
@@ -175,6 +207,13 @@ def rng_states() -> dict[str, Any]:
 
 
 def set_rng_states(state: dict[str, Any]) -> None:
+    try:
+        _set_rng_states(state)
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"checkpoint holds damaged random-number-generator states ({e})") from None
+
+
+def _set_rng_states(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     np_state = state["numpy"]
     np.random.set_state((np_state[0], np.asarray(np_state[1], dtype=np.uint32), *np_state[2:]))
@@ -185,49 +224,87 @@ def set_rng_states(state: dict[str, Any]) -> None:
 
 
 # -- resumable checkpoints ------------------------------------------------------------
+_STEP_DIR = re.compile(r"step-(\d{8,})")
+STATE_FORMAT = 1
+
+
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
     """Complete checkpoints of a run, oldest first (temporary folders are ignored)."""
     root = Path(run_dir) / CHECKPOINT_DIR
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-")
-                  and (p / "state.json").is_file())
+    found = [(int(m.group(1)), p) for p in root.iterdir()
+             if (m := _STEP_DIR.fullmatch(p.name)) and p.is_dir() and (p / "state.json").is_file()]
+    return [p for _, p in sorted(found)]
 
 
-def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, state: dict[str, Any], keep: int) -> Path:
-    """Write checkpoints/step-XXXXXXXX/ atomically, then delete all but the newest ``keep``."""
+def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, state: dict[str, Any], keep: int,
+                    meta: dict[str, Any] | None = None) -> Path:
+    """Write checkpoints/step-XXXXXXXX/ atomically, then delete all but the newest ``keep``.
+
+    ``meta`` (JSON: the run's config, dataset size, ...) is stored in state.json
+    so that resuming can check it continues the same run. Refuses non-finite
+    weights: a checkpoint is always a state worth going back to.
+    """
     root = Path(run_dir) / CHECKPOINT_DIR
     final = root / f"step-{step:08d}"
+    weights = model.state_dict()
+    bad = nonfinite_tensors(weights)
+    if bad:
+        raise DivergenceError(f"weights are NaN or inf at step {step} (e.g. {bad[0]}); no checkpoint written")
     skeleton, tensors = flatten_state(state, "state")
     try:
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-step-{step:08d}-", dir=root))
     except OSError as e:
-        raise GenlabError(f"cannot write a checkpoint into {root}: {e.strerror or e}") from None
+        raise GenlabError(f"cannot write a checkpoint into {root}: {_why(e)}") from None
     try:
-        save_tensors(tmp / MODEL_FILE, model.state_dict())
+        save_tensors(tmp / MODEL_FILE, weights)
         save_tensors(tmp / "state.safetensors", tensors)
-        atomic_write_text(tmp / "state.json", json.dumps({"step": step, "state": skeleton}))
+        atomic_write_text(tmp / "state.json", json.dumps(
+            {"format": STATE_FORMAT, "step": step, **(meta or {}), "state": skeleton}))
         if final.exists():
             _remove_quietly(final)
         os.replace(tmp, final)
+        _fsync_dir(root)
+    except OSError as e:
+        _remove_quietly(tmp)
+        raise GenlabError(f"cannot write checkpoint {final}: {_why(e)}; earlier checkpoints are unchanged") from None
     except BaseException:
         _remove_quietly(tmp)
         raise
     for old in checkpoint_dirs(run_dir)[:-keep]:
         _remove_quietly(old)
+    for stale in root.glob(".tmp-step-*"):  # left by a crash mid-write; only one process writes checkpoints
+        _remove_quietly(stale)
     return final
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module) -> dict[str, Any]:
-    """Load weights into ``model`` and return the saved training state."""
+def read_checkpoint_meta(path: Path) -> dict[str, Any]:
+    """state.json of a checkpoint, checked for the keys resuming needs."""
     path = Path(path)
-    load_state_into(model, load_tensors(path / MODEL_FILE), str(path / MODEL_FILE))
     try:
         meta = json.loads((path / "state.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
         raise CheckpointError(f"{path / 'state.json'}: unreadable ({e})") from None
-    state = unflatten_state(meta["state"], load_tensors(path / "state.safetensors"))
+    if not (isinstance(meta, dict) and type(meta.get("step")) is int and meta["step"] >= 0
+            and "state" in meta):
+        raise CheckpointError(f"{path / 'state.json'}: not a genlab checkpoint (no step or state)")
+    return meta
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module) -> dict[str, Any]:
+    """Load weights into ``model`` and return the saved training state (plus ``step``)."""
+    path = Path(path)
+    meta = read_checkpoint_meta(path)
+    load_state_into(model, load_tensors(path / MODEL_FILE), str(path / MODEL_FILE))
+    tensors = load_tensors(path / "state.safetensors")
+    try:
+        state = unflatten_state(meta["state"], tensors)
+    except (TypeError, ValueError, KeyError, RecursionError) as e:
+        raise CheckpointError(f"{path / 'state.json'}: damaged training state ({e})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path / 'state.json'}: damaged training state")
     state["step"] = meta["step"]
     return state
 

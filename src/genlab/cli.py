@@ -67,8 +67,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         run_dir = Path(args.resume)
         run = RunConfig.load(run_dir / "config.json")
-        if args.epochs is not None:  # extending a finished run is the one change resume allows
-            run.train.epochs = args.epochs
+        # A resumed run may only be told when to stop: anything else would not continue the same run.
+        may_change = {"--epochs", "--max-steps", "--max-minutes"}
+        fixed = [f for f in {**MODEL_FLAGS, **TRAIN_FLAGS} if f not in may_change and getattr(args, _dest(f)) is not None]
+        fixed += [f"--{f}" for f in ("set", "compile", "overwrite") if getattr(args, f)]
+        if fixed:
+            raise ConfigError(f"{', '.join(fixed)} cannot change a run being resumed; only --epochs, --max-steps "
+                              f"and --max-minutes can (or start a new run)")
+        for flag in sorted(may_change):
+            if getattr(args, _dest(flag)) is not None:
+                setattr(run.train, TRAIN_FLAGS[flag][0], getattr(args, _dest(flag)))
         result = train(run, run_dir, resume=True, quiet=args.quiet)
     else:
         if not args.family:
@@ -233,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GenlabError as e:
         if args.debug:
             raise
-        print(f"genlab: error: {e}", file=sys.stderr)
+        print(f"genlab: error: {' '.join(str(e).splitlines())}", file=sys.stderr)  # one line, always
         return getattr(e, "exit_code", 2)
     except KeyboardInterrupt:
         print("genlab: interrupted", file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,23 @@ from typing import Any
 from . import __version__
 from .errors import ConfigError
 from .models.base import config_from_dict, require
+
+_INT = (int,)
+_NUM = (int, float)
+
+
+def _check_types(obj: Any, types: dict[str, tuple[type, ...]], optional: set[str], section: str) -> None:
+    """Refuse values of the wrong JSON type before range checks compare them.
+
+    ``bool`` is an ``int`` to Python but never a count or a rate to a user, so it is refused too.
+    """
+    for name, allowed in types.items():
+        value = getattr(obj, name)
+        if value is None and name in optional:
+            continue
+        if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
+            kinds = " or ".join(t.__name__ for t in allowed) + (" or null" if name in optional else "")
+            raise ConfigError(f"{section}.{name} must be {kinds}, got {value!r}")
 
 
 @dataclass
@@ -27,7 +45,15 @@ class DataConfig:
     sources: dict = field(default_factory=dict)  # filled at run time: file role -> path actually read
 
     def validate(self) -> None:
+        from .data import DATASETS
+
+        _check_types(self, {"dataset": (str,), "split": (str,), "data_dir": (str,), "sources": (dict,)},
+                     {"data_dir"}, "data")
+        require(self.dataset in DATASETS,
+                f"data.dataset: unknown dataset {self.dataset!r}; valid names: {', '.join(DATASETS)}")
         require(self.split in ("train", "test"), f"data.split must be 'train' or 'test', got {self.split!r}")
+        require(all(isinstance(k, str) and isinstance(v, str) for k, v in self.sources.items()),
+                "data.sources must map file roles to paths (strings)")
 
 
 @dataclass
@@ -48,20 +74,61 @@ class TrainConfig:
     compile: bool = False  # torch.compile the networks (pays a start-up cost)
 
     def validate(self) -> None:
+        _check_types(self, {"epochs": _INT, "batch_size": _INT, "lr": _NUM, "seed": _INT, "device": (str,),
+                            "log_every": _INT, "checkpoint_every": _INT, "keep_checkpoints": _INT,
+                            "grad_clip": _NUM, "on_nonfinite": (str,), "sample_every": _INT,
+                            "max_steps": _INT, "max_minutes": _NUM, "compile": (bool,)},
+                     {"grad_clip", "max_steps", "max_minutes"}, "train")
         require(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")
         require(self.batch_size >= 1, f"train.batch_size must be >= 1, got {self.batch_size}")
         require(math.isfinite(self.lr) and self.lr > 0, f"train.lr must be a positive number, got {self.lr}")
-        require(self.seed >= 0, f"train.seed must be >= 0, got {self.seed}")
-        require(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+        require(0 <= self.seed < 2**63, f"train.seed must be in 0..2^63-1, got {self.seed}")
+        require(self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device) is not None,
                 f"train.device must be auto, cpu or cuda, got {self.device!r}")
         require(self.log_every >= 1, f"train.log_every must be >= 1, got {self.log_every}")
         require(self.checkpoint_every >= 0, "train.checkpoint_every must be >= 0")
         require(self.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1")
-        require(self.grad_clip is None or self.grad_clip > 0, "train.grad_clip must be > 0")
-        require(self.on_nonfinite in ("stop", "skip"), "train.on_nonfinite must be 'stop' or 'skip'")
+        require(self.grad_clip is None or self.grad_clip > 0, f"train.grad_clip must be > 0, got {self.grad_clip}")
+        require(self.on_nonfinite in ("stop", "skip"),
+                f"train.on_nonfinite must be 'stop' or 'skip', got {self.on_nonfinite!r}")
         require(self.sample_every >= 0, "train.sample_every must be >= 0")
         require(self.max_steps is None or self.max_steps >= 1, "train.max_steps must be >= 1")
         require(self.max_minutes is None or self.max_minutes > 0, "train.max_minutes must be > 0")
+
+
+def _name(key: Any) -> str:
+    """A key as a message shows it: plain when it is a plain word, else quoted (no newlines)."""
+    return key if isinstance(key, str) and key.isidentifier() else repr(key)
+
+
+def _one_line(message: str) -> str:
+    return message.replace("\r", "\\r").replace("\n", "\\n")
+
+
+# Settings that only say when to stop, log or save, or where to run: a resumed run
+# may change them without leaving the path the original run was on.
+RESUME_MAY_CHANGE = frozenset({
+    "genlab_version", "data.sources", "data.data_dir", "train.epochs", "train.max_steps", "train.max_minutes",
+    "train.device", "train.log_every", "train.sample_every", "train.checkpoint_every", "train.keep_checkpoints",
+    "train.compile",
+})
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: list(d) if isinstance(d, tuple) else d}
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Settings (dotted names) in which two ``RunConfig.to_dict()`` differ in a way resuming cannot allow."""
+    a = {k: v for k, v in _flat(saved).items() if not any(k == f or k.startswith(f + ".") for f in RESUME_MAY_CHANGE)}
+    b = {k: v for k, v in _flat(current).items() if not any(k == f or k.startswith(f + ".") for f in RESUME_MAY_CHANGE)}
+    return [f"{k} ({a.get(k, 'unset')!r} -> {b.get(k, 'unset')!r})" for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k)]
 
 
 @dataclass
@@ -89,27 +156,44 @@ class RunConfig:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], where: str = "config") -> "RunConfig":
+    def from_dict(cls, d: Any, where: str = "config") -> "RunConfig":
+        """Build and validate a run config; any problem is a :class:`ConfigError` naming the key."""
         from .models import get_family  # late: models import config helpers
 
         if not isinstance(d, dict):
             raise ConfigError(f"{where}: expected a JSON object")
-        unknown = sorted(set(d) - {"genlab_version", "family", "preset", "model", "data", "train"})
+        keys = {"genlab_version", "family", "preset", "model", "data", "train"}
+        unknown = sorted(_name(k) for k in set(d) - keys)
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
         for key in ("family", "model", "data", "train"):
             if key not in d:
                 raise ConfigError(f"{where}: missing key {key!r}")
+        for key in ("family", "preset", "genlab_version"):
+            if key in d and not isinstance(d[key], str):
+                raise ConfigError(f"{where}: {key} must be a string, got {d[key]!r}")
+        for key in ("model", "data", "train"):
+            if not isinstance(d[key], dict) or not all(isinstance(k, str) for k in d[key]):
+                raise ConfigError(f"{where}: {key} must be a JSON object of settings")
         family = get_family(d["family"])
-        run = cls(
-            family=d["family"],
-            preset=d.get("preset", "custom"),
-            model=config_from_dict(family.config_class, d["model"], f"{where}: model"),
-            data=config_from_dict(DataConfig, d["data"], f"{where}: data"),
-            train=config_from_dict(TrainConfig, d["train"], f"{where}: train"),
-            genlab_version=d.get("genlab_version", "unknown"),
-        )
-        run.validate()
+        try:
+            run = cls(
+                family=d["family"],
+                preset=d.get("preset", "custom"),
+                model=config_from_dict(family.config_class, d["model"], f"{where}: model"),
+                data=config_from_dict(DataConfig, d["data"], f"{where}: data"),
+                train=config_from_dict(TrainConfig, d["train"], f"{where}: train"),
+                genlab_version=d.get("genlab_version", "unknown"),
+            )
+            run.data.validate()
+            run.train.validate()
+            run.model.validate()
+        except ConfigError as e:
+            msg = _one_line(str(e))
+            raise ConfigError(msg if msg.startswith(where) else f"{where}: {msg}") from None
+        except (TypeError, ValueError, OverflowError) as e:
+            # A model config's range checks met a value of the wrong type (e.g. a string in a list of widths).
+            raise ConfigError(f"{where}: a model setting has a value of the wrong type ({e})") from None
         return run
 
     def save(self, path: Path) -> None:
@@ -119,10 +203,15 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: Path) -> "RunConfig":
+        path = Path(path)
+        if not path.parent.is_dir():
+            raise ConfigError(f"{path.parent}: no such run directory")
         try:
-            d = json.loads(Path(path).read_text())
+            d = json.loads(path.read_text())
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such file (is this a genlab run directory?)") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:  # JSONDecodeError is a ValueError
             raise ConfigError(f"{path}: not valid JSON ({e})") from None
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read ({e.strerror or e})") from None
         return cls.from_dict(d, where=str(path))

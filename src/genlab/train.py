@@ -7,7 +7,12 @@ tensor and is batched by index, so no Python work happens per image.
 Reproducibility: the data order of epoch ``e`` is a permutation seeded by
 (seed, "data", e) and the noise of step ``s`` comes from a generator seeded by
 (seed, "noise", s). Neither depends on how many processes share the batch or on
-where a run was resumed, so a resumed run continues bit for bit.
+where a run was resumed. A checkpoint adds everything else that evolves: the
+weights, the optimisers' moments and step counts, the global RNG states (torch,
+NumPy, Python, CUDA: restored just before the first resumed step, after
+start-up code that may draw from them) and the running sums of the metrics not
+yet logged. So a resumed run continues bit for bit, on the same machine and
+thread count, and writes the same metrics.jsonl lines (``seconds`` aside).
 """
 
 from __future__ import annotations
@@ -121,6 +126,8 @@ def deferred_signals() -> Iterator[dict[str, int]]:
     flag: dict[str, int] = {}
     if threading_main():
         def handler(signum, _frame):
+            if "signal" in flag:  # a second Ctrl-C: the user does not want to wait for the checkpoint
+                raise KeyboardInterrupt
             flag["signal"] = signum
         old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -142,27 +149,44 @@ def threading_main() -> bool:
 class MetricsLog:
     """metrics.jsonl (append, one object per line) plus TensorBoard, main process only."""
 
-    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool = True):
+    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool = True, resume_step: int | None = None):
         self.enabled = enabled
         self.path = run_dir / METRICS_FILE
         self.writer = None
+        if enabled and resume_step is not None:
+            self.truncate_after(resume_step)
         if enabled and tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # slow import: only when training
 
-            self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+            # purge_step hides events a killed run logged after its checkpoint
+            self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"),
+                                        purge_step=None if resume_step is None else resume_step + 1)
 
     def truncate_after(self, step: int) -> None:
-        """On resume, drop lines logged after the checkpoint so the curve has no duplicates."""
-        if not (self.enabled and self.path.is_file()):
+        """On resume, drop lines logged after the checkpoint so the curve has no duplicates.
+
+        A line cut short by a crash is dropped too.
+        """
+        if not self.path.is_file():
             return
-        keep = [ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+        keep = []
+        for line in self.path.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+                keep.append(line)
         ckpt.atomic_write_text(self.path, "".join(k + "\n" for k in keep))
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:
+            raise GenlabError(f"cannot append to {self.path}: {ckpt._why(e)}") from None
         if self.writer is not None:
             for k, v in record.items():
                 if k not in ("step", "epoch") and isinstance(v, (int, float)):
@@ -186,6 +210,12 @@ class Averager:
         for k, v in logs.items():
             self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
         self.count += 1
+
+    def state(self) -> dict[str, Any]:
+        return {"sums": dict(self.sums), "count": self.count}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.sums, self.count = dict(state["sums"]), int(state["count"])
 
     def pop(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -212,7 +242,10 @@ def train(run: RunConfig, run_dir: Path | None = None, *, resume: bool = False, 
     device = resolve_device(cfg.device, d)
     if d.world_size > 1 and run_dir is None:
         raise ConfigError("multi-process training needs --out (all processes must share one run directory)")
+    if resume and run_dir is None:
+        raise ConfigError("resuming needs the run directory")
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(run)
+    latest = _latest_checkpoint(run_dir) if resume else None  # fail before the slow data loading
 
     if data is None:
         data = load_dataset(run.data.dataset, run.data.split, data_dir=run.data.data_dir)
@@ -231,6 +264,19 @@ def train(run: RunConfig, run_dir: Path | None = None, *, resume: bool = False, 
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
+    # What a checkpoint must match to be continued by this run.
+    identity = {"config": run.to_dict(), "num_images": n, "steps_per_epoch": steps_per_epoch}
+
+    start_step = 0
+    if latest is not None:
+        start_step = _check_same_run(latest, identity)
+        if start_step >= total_steps:
+            done = _finished_steps(run_dir)
+            if done == start_step:  # finish_run completed after that checkpoint: touch nothing
+                if d.main and not quiet:
+                    print(f"{run_dir}: already trained for {start_step} steps; nothing to do (pass --epochs or "
+                          f"--max-steps to train longer)", file=sys.stderr)
+                return TrainResult(run_dir, start_step, start_step / steps_per_epoch, 0.0, 0.0, {})
 
     if d.main:
         if not resume:
@@ -243,12 +289,12 @@ def train(run: RunConfig, run_dir: Path | None = None, *, resume: bool = False, 
     model = build_model(run.family, run.model).to(device)
     settings = TrainSettings(lr=cfg.lr, grad_clip=cfg.grad_clip, skip_nonfinite=cfg.on_nonfinite == "skip")
     optimizers = model.configure_optimizers(settings)
-
-    start_step = 0
-    if resume:
-        start_step = _restore(run_dir, model, optimizers)
-        if start_step >= total_steps and d.main and not quiet:
-            print(f"{run_dir}: already trained for {start_step} steps; nothing to do", file=sys.stderr)
+    averager = Averager()
+    resumed: dict[str, Any] = {}
+    if latest is not None:
+        resumed = _restore(latest, model, optimizers, averager)
+        if d.main:
+            _update_config(run, run_dir / ckpt.CONFIG_FILE)  # e.g. --epochs extended the run
 
     nets = _wrap_networks(model, d, device, cfg.compile)
     images = data.images.to(device)
@@ -256,26 +302,40 @@ def train(run: RunConfig, run_dir: Path | None = None, *, resume: bool = False, 
     model.on_train_start(_first(heldout.images, 1000).float().div(255).to(device),
                          _first(heldout.labels, 1000).to(device))
 
-    log = MetricsLog(run_dir, enabled=d.main)
-    if resume:
-        log.truncate_after(start_step)
+    log = MetricsLog(run_dir, enabled=d.main, resume_step=start_step if resume else None)
     sample_every = cfg.sample_every or model.default_sample_every
     noise_gen = torch.Generator(device=device)
-    averager = Averager()
     bar = _progress_bar(total_steps, start_step, enabled=d.main and not quiet)
     checkpoint_every = cfg.checkpoint_every or steps_per_epoch
     check_each_step = device.type == "cpu"  # a host read per step is free on CPU, a stall on GPU
-    t0 = t_log = time.perf_counter()
+    skip_mode = settings.skip_nonfinite
+    elapsed_before = float(resumed.get("seconds", 0.0))
+    skipped = int(resumed.get("skipped", 0))
+    t0 = time.perf_counter()
     images_done = 0
     step = start_step
+    checked = start_step  # weights known finite after this step
+    last_logged = start_step
     perm_epoch, perm = -1, None
-    record: dict[str, Any] = {}
+    last_saved: Path | None = latest
 
     def save(step_now: int) -> None:
+        nonlocal last_saved
         if d.main:
-            ckpt.save_checkpoint(run_dir, step_now, model, _train_state(optimizers, step_now, steps_per_epoch),
-                                 keep=cfg.keep_checkpoints)
+            _check_weights(model, checked, step_now, last_saved)
+            state = {**_train_state(optimizers, step_now, steps_per_epoch), "metrics": averager.state(),
+                     "skipped": skipped, "seconds": elapsed_before + time.perf_counter() - t0}
+            last_saved = ckpt.save_checkpoint(run_dir, step_now, model, state, keep=cfg.keep_checkpoints,
+                                              meta=identity)
 
+    def diverged(what: str) -> DivergenceError:
+        where = (f"the last good checkpoint is {last_saved}" if last_saved is not None
+                 else "no checkpoint had been written yet")
+        return DivergenceError(f"training diverged: {what}; nothing was saved after it and {where}. Start again "
+                               f"(--overwrite) with a lower --lr, --grad-clip, or --on-nonfinite skip")
+
+    if "rng" in resumed:  # last: building the model and on_train_start may have drawn from the global RNGs
+        ckpt.set_rng_states(resumed["rng"])
     model.train()
     try:
         with deferred_signals() as stop:
@@ -291,38 +351,48 @@ def train(run: RunConfig, run_dir: Path | None = None, *, resume: bool = False, 
                 noise_gen.manual_seed(derive_seed(cfg.seed, "noise", step))
                 ctx = StepContext(step, StepNoise(noise_gen, d.rank, d.world_size), settings)
                 logs = model.train_step(nets, optimizers, x, y, ctx)
-                if check_each_step and not settings.skip_nonfinite and not bool(torch.isfinite(logs["loss" if "loss" in logs else next(iter(logs))]).all()):
-                    raise DivergenceError(f"non-finite loss at step {step + 1}")
-                averager.add(logs)
                 step += 1
+                if skip_mode and "applied" in logs and not bool(logs["applied"]):
+                    skipped += 1  # optimize() already read the loss on the host: no extra stall
+                else:
+                    if check_each_step and not skip_mode and not _all_finite(_main_loss(logs)):
+                        raise diverged(f"the loss is NaN or inf at step {step}")
+                    averager.add(logs)
+                if check_each_step:
+                    if not _weights_finite(model):
+                        raise diverged(f"the weights became NaN or inf at step {step} (a non-finite gradient)")
+                    checked = step
                 images_done += global_batch
                 end_of_epoch = step % steps_per_epoch == 0
                 last = step == total_steps
-                out_of_time = cfg.max_minutes is not None and (time.perf_counter() - t0) > 60 * cfg.max_minutes
-                if step % cfg.log_every == 0 or end_of_epoch or last or out_of_time or stop:
-                    now = time.perf_counter()
-                    record = {"step": step, "epoch": round(step / steps_per_epoch, 4), **averager.pop(),
-                              "seconds": round(now - t0, 3)}
+                out_of_time = (cfg.max_minutes is not None and not last
+                               and (time.perf_counter() - t0) > 60 * cfg.max_minutes)
+                # Not at a signal: the resumed run logs exactly the lines an uninterrupted one would.
+                if step % cfg.log_every == 0 or end_of_epoch or last or out_of_time:
+                    record = {"step": step, "epoch": round(step / steps_per_epoch, 4), **averager.pop()}
+                    if skip_mode:
+                        record["skipped_steps"] = skipped
+                    record["seconds"] = round(elapsed_before + time.perf_counter() - t0, 3)
                     if not _finite(record):
-                        raise DivergenceError(f"non-finite loss between steps {step - cfg.log_every + 1} and {step}")
+                        raise diverged(f"the mean loss of steps {last_logged + 1}..{step} is NaN or inf")
                     if d.main and sample_every and (step % sample_every == 0 or last):
                         record.update(model.on_progress(step, run_dir))
                     log.write(record)
+                    last_logged = step
                     bar.update(step - bar.n)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k.startswith("loss") and isinstance(v, float)})
-                    t_log = now
                 elif d.main and sample_every and step % sample_every == 0:
                     log.write({"step": step, "epoch": round(step / steps_per_epoch, 4),
                                **model.on_progress(step, run_dir)})
-                if step % checkpoint_every == 0 or last:
+                if step % checkpoint_every == 0 or last or stop or out_of_time:
                     save(step)
-                if stop:
-                    save(step)
+                if stop and not last:
                     raise Interrupted(f"interrupted by signal {stop['signal']} at step {step}; checkpoint saved. "
                                       f"Continue with: genlab train --resume {run_dir}")
                 if out_of_time:
-                    if not step % checkpoint_every == 0:
-                        save(step)
+                    if d.main:
+                        print(f"warning: stopped at step {step} of {total_steps}: --max-minutes {cfg.max_minutes} reached; "
+                              f"continue with: genlab train --resume {run_dir}", file=sys.stderr)
                     break
     finally:
         bar.close()
@@ -330,13 +400,85 @@ def train(run: RunConfig, run_dir: Path | None = None, *, resume: bool = False, 
     seconds = time.perf_counter() - t0
     summary: dict[str, Any] = {}
     if d.main:
-        summary = finish_run(run_dir, model, run, heldout, steps=step, seconds=seconds,
-                             images_per_second=images_done / max(seconds, 1e-9))
+        _check_weights(model, checked, step, last_saved)
+        summary = finish_run(run_dir, model, run, heldout, steps=step, seconds=elapsed_before + seconds,
+                             images_per_second=images_done / max(seconds, 1e-9), skipped=skipped)
         for w in summary.get("warnings", []):
             print(f"warning: {w}", file=sys.stderr)
     if d.world_size > 1:
         dist.barrier()
     return TrainResult(run_dir, step, step / steps_per_epoch, seconds, images_done / max(seconds, 1e-9), summary)
+
+
+def _main_loss(logs: dict[str, Tensor]) -> Tensor:
+    return logs["loss"] if "loss" in logs else next(iter(logs.values()))
+
+
+def _all_finite(t: Tensor) -> bool:
+    return bool(torch.isfinite(t).all())
+
+
+def _weights_finite(model: torch.nn.Module) -> bool:
+    return all(_all_finite(p) for p in model.parameters() if p.is_floating_point())
+
+
+def _check_weights(model: torch.nn.Module, checked: int, step: int, last_saved: Path | None) -> None:
+    """Never save non-finite weights: the error names the steps since they were last known finite."""
+    if checked == step or _weights_finite(model):
+        return
+    where = f"the last good checkpoint is {last_saved}" if last_saved is not None else "no checkpoint was written"
+    raise DivergenceError(f"training diverged: the weights became NaN or inf between steps {checked + 1} and "
+                          f"{step}; nothing was saved after it and {where}. Start again (--overwrite) with a "
+                          f"lower --lr, --grad-clip, or --on-nonfinite skip")
+
+
+def _update_config(run: RunConfig, path: Path) -> None:
+    text = json.dumps(run.to_dict(), indent=2) + "\n"
+    try:
+        same = path.read_text() == text
+    except OSError:
+        same = False
+    if not same:
+        ckpt.atomic_write_text(path, text)
+
+
+def _latest_checkpoint(run_dir: Path) -> Path:
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: no such run directory")
+    found = ckpt.checkpoint_dirs(run_dir)
+    if not found:
+        raise CheckpointError(f"{run_dir}: no checkpoint to resume from (looked in {run_dir / ckpt.CHECKPOINT_DIR}); "
+                              f"start again with --overwrite")
+    return found[-1]
+
+
+def _check_same_run(path: Path, identity: dict[str, Any]) -> int:
+    """The checkpoint's step, after checking it belongs to this run's config and data."""
+    from .config import config_differences
+
+    meta = ckpt.read_checkpoint_meta(path)
+    saved = meta.get("config")
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{path}: records no config, so it cannot be checked against this run")
+    diff = config_differences(saved, identity["config"])
+    if diff:
+        raise CheckpointError(f"{path} was written with other settings than {ckpt.CONFIG_FILE} now holds: "
+                              f"{'; '.join(diff)}; resuming would not continue the same run (start a new one)")
+    for key, what in (("num_images", "images in the dataset"), ("steps_per_epoch", "steps per epoch")):
+        if meta.get(key) != identity[key]:
+            raise CheckpointError(f"{path}: written for {meta.get(key)} {what}, this run has {identity[key]}; "
+                                  f"the data files changed since")
+    return int(meta["step"])
+
+
+def _finished_steps(run_dir: Path) -> int | None:
+    """Steps recorded by the last complete finish_run (summary.json is written last), if any."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    steps = summary.get("steps") if isinstance(summary, dict) else None
+    return steps if isinstance(steps, int) and (run_dir / ckpt.MODEL_FILE).is_file() else None
 
 
 def _heldout(run: RunConfig, data: Dataset) -> Dataset:
@@ -371,21 +513,23 @@ def _train_state(optimizers: dict[str, torch.optim.Optimizer], step: int, steps_
             "rng": ckpt.rng_states()}
 
 
-def _restore(run_dir: Path, model: GenerativeModel, optimizers: dict[str, torch.optim.Optimizer]) -> int:
-    found = ckpt.checkpoint_dirs(run_dir)
-    if not found:
-        raise CheckpointError(f"{run_dir}: no checkpoint to resume from (looked in {run_dir / ckpt.CHECKPOINT_DIR})")
-    state = ckpt.load_checkpoint(found[-1], model)
-    saved = state["optimizers"]
-    if set(saved) != set(optimizers):
-        raise CheckpointError(f"{found[-1]}: optimisers {sorted(saved)} do not match this model's {sorted(optimizers)}")
-    for k, opt in optimizers.items():
-        try:
+def _restore(path: Path, model: GenerativeModel, optimizers: dict[str, torch.optim.Optimizer],
+             averager: Averager) -> dict[str, Any]:
+    """Load weights, optimiser and metric state; return the state (its RNGs are set by the caller)."""
+    state = ckpt.load_checkpoint(path, model)
+    saved = state.get("optimizers")
+    if not isinstance(saved, dict) or set(saved) != set(optimizers):
+        raise CheckpointError(f"{path}: optimisers {sorted(saved or {})} do not match this model's "
+                              f"{sorted(optimizers)}")
+    try:
+        for k, opt in optimizers.items():
             opt.load_state_dict(saved[k])
-        except (ValueError, KeyError) as e:
-            raise CheckpointError(f"{found[-1]}: optimiser state does not fit: {e}") from None
-    ckpt.set_rng_states(state["rng"])
-    return int(state["step"])
+        averager.load(state["metrics"])
+    except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as e:
+        raise CheckpointError(f"{path}: training state does not fit this model: {e}") from None
+    if not isinstance(state.get("rng"), dict):
+        raise CheckpointError(f"{path}: no random-number-generator states")
+    return state
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):
@@ -396,7 +540,7 @@ def _progress_bar(total: int, initial: int, enabled: bool):
 
 
 def finish_run(run_dir: Path, model: GenerativeModel, run: RunConfig, heldout: Dataset, *, steps: int,
-               seconds: float, images_per_second: float) -> dict[str, Any]:
+               seconds: float, images_per_second: float, skipped: int = 0) -> dict[str, Any]:
     """Final weights, pictures and summary.json (main process)."""
     from .plots import plot_losses
     from .sample import generate, save_grid
@@ -411,5 +555,8 @@ def finish_run(run_dir: Path, model: GenerativeModel, run: RunConfig, heldout: D
     summary = {"steps": steps, "seconds": round(seconds, 2), "images_per_second": round(images_per_second, 1),
                **model.end_of_training(run_dir, imgs, heldout.labels)}
     summary.setdefault("warnings", [])
+    if skipped:
+        summary["skipped_steps"] = skipped
+        summary["warnings"].append(f"{skipped} of {steps} steps had a NaN/inf loss or gradient and were skipped")
     ckpt.atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

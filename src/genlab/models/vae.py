@@ -11,7 +11,8 @@
 - ``mse`` with ``recon_reduction="mean"``: the tutorial listing's Keras MSE, a
   *mean* over pixels. Its KL is a *sum* over latent dimensions, so the KL weighs
   784 times what it does in the ELBO and the posterior tends to collapse (every
-  sample the same image). Kept because it is what the tutorial wrote;
+  sample the same image). Equivalently, it is the ELBO of a Gaussian decoder with
+  fixed variance 784/2 = 392 (:attr:`VAE.pixel_variance`). Kept because it is what the tutorial wrote;
   :func:`active_units` and the trainer's end-of-training check make it visible.
 - ``gaussian``: a learned per-pixel log-scale, NLL summed over pixels.
 
@@ -162,19 +163,56 @@ class VAE(GenerativeModel):
         """Mean image of p(x|z), (B, C, H, W) in [0, 1]."""
         return torch.sigmoid(self.decode_logits(z, y)).view(-1, *self.config.image_shape)
 
+    def _pixel_loss(self, x: Tensor, logits: Tensor) -> Tensor:
+        """The training loss per pixel (..., P); for ``mse`` the squared error, without the Gaussian's constant."""
+        cfg = self.config
+        if cfg.likelihood == "bernoulli":
+            return F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none")
+        if cfg.likelihood == "mse":
+            return (torch.sigmoid(logits) - x).pow(2)
+        mean = torch.sigmoid(logits)
+        return (0.5 * math.log(2 * math.pi) + self.log_scale
+                + 0.5 * ((x - mean) / self.log_scale.exp()).pow(2))
+
     def reconstruction_nll(self, x: Tensor, logits: Tensor) -> Tensor:
         """-log p(x|z) per image (B,), or the tutorial's per-pixel mean for reduction 'mean'."""
+        per_pixel = self._pixel_loss(x.flatten(1), logits)
+        return per_pixel.mean(1) if self.config.recon_reduction == "mean" else per_pixel.sum(1)
+
+    @property
+    def pixel_variance(self) -> float | None:
+        """The fixed variance of the ``mse`` likelihood that the training loss is the ELBO of.
+
+        sum of squares      = Gaussian NLL with sigma^2 = 1/2 (minus P/2 log(pi));
+        mean of squares     = sum of squares / P = Gaussian NLL with sigma^2 = P/2 (392 for 28x28),
+        so the tutorial's "mean" loss is the ELBO of a decoder with pixel noise sigma ~ 20 on [0, 1]
+        pixels. None for the other likelihoods (Bernoulli has none, ``gaussian`` learns its own).
+        """
+        if self.config.likelihood != "mse":
+            return None
+        return 0.5 * (self.n_pixels if self.config.recon_reduction == "mean" else 1)
+
+    def log_likelihood(self, x: Tensor, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """log p(x|z) per image, summed over pixels, under the likelihood the loss is the ELBO of.
+
+        ``x`` is (B, C, H, W); ``z`` is (B, D) or (S, B, D) for S latent draws per image;
+        returns (B,) or (S, B). Whatever ``recon_reduction``, this is a proper log-density
+        (``mse``: Gaussian with variance :attr:`pixel_variance`), so it can be compared with
+        other models' and used in importance-weighted bounds (``genlab.nll``).
+        """
         cfg = self.config
-        x = x.flatten(1)
-        if cfg.likelihood == "bernoulli":
-            per_pixel = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
-        elif cfg.likelihood == "mse":
-            per_pixel = (torch.sigmoid(logits) - x).pow(2)
+        lead, (b, d) = z.shape[:-2], z.shape[-2:]
+        reps = int(math.prod(lead))
+        yf = y.repeat(reps) if cfg.conditional and y is not None else y
+        logits = self.decode_logits(z.reshape(-1, d), yf).view(*lead, b, self.n_pixels)  # (..., B, P)
+        x = x.flatten(1).to(logits.dtype)  # (B, P), broadcast over the draws
+        if cfg.likelihood == "mse":
+            var = self.pixel_variance
+            nll = ((torch.sigmoid(logits) - x).pow(2).sum(-1) / (2 * var)
+                   + 0.5 * self.n_pixels * math.log(2 * math.pi * var))
         else:
-            mean = torch.sigmoid(logits)
-            per_pixel = (0.5 * math.log(2 * math.pi) + self.log_scale
-                         + 0.5 * ((x - mean) / self.log_scale.exp()).pow(2))
-        return per_pixel.mean(1) if cfg.recon_reduction == "mean" else per_pixel.sum(1)
+            nll = self._pixel_loss(x, logits).sum(-1)
+        return -nll
 
     def forward(self, x: Tensor, y: Tensor | None, eps: Tensor, beta: float | None = None) -> dict[str, Tensor]:
         """Loss parts for a batch; ``eps`` ~ N(0, I) of shape (B, D) drives the sampling of z."""

@@ -1,0 +1,224 @@
+"""VAE quality under a fixed wall-clock budget: genlab's mlp and conv presets vs pytorch/examples' VAE.
+
+    python benchmarks/vae_quality.py                      # 10 minutes per model, the real figure
+    python benchmarks/vae_quality.py --minutes 0.2 --eval-images 200 --k 50   # smoke mode (~1-2 min)
+
+All three train on the full Fashion-MNIST train split, dynamically binarised (each step sees
+x ~ Bernoulli(intensity), as in the IWAE paper), for the same wall-clock budget each. The
+reference is pytorch/examples' ``vae/main.py`` written out below as that script has it: a
+per-item ``torch.utils.data.Dataset`` -> ``DataLoader(batch 128, shuffle)`` -> 784-400-20 MLP
+(fc1/fc21/fc22/fc3/fc4), BCE on sigmoid outputs summed over pixels and batch, Adam 1e-3, with
+the binarisation added for fairness. All three are then evaluated by the same code,
+:func:`genlab.nll.evaluate_vae`, on the first ``--eval-images`` test images binarised with seed 0:
+test ELBO and IWAE NLL (k importance samples, Burda et al. 2016) in nats.
+
+Prints one table (epochs done, images/s, test ELBO, IWAE NLL, NLL difference vs the reference)
+and writes it to OUT/results.json; the genlab runs stay in OUT/ for ``genlab nll`` / ``explore``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genlab.config import DataConfig, RunConfig, TrainConfig
+from genlab.data import load_dataset
+from genlab.models import get_preset
+from genlab.nll import evaluate_vae
+from genlab.seeding import set_seed
+from genlab.train import train
+
+BIG = 10**9  # "no limit" for epochs and checkpoint spacing: the wall-clock budget stops training
+
+
+# -- the reference: pytorch/examples vae/main.py ----------------------------------------------------
+class ExamplesVAE(nn.Module):
+    """pytorch/examples' VAE, layer for layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(784, 400)
+        self.fc21 = nn.Linear(400, 20)
+        self.fc22 = nn.Linear(400, 20)
+        self.fc3 = nn.Linear(20, 400)
+        self.fc4 = nn.Linear(400, 784)
+
+    def encode(self, x):
+        h1 = F.relu(self.fc1(x))
+        return self.fc21(h1), self.fc22(h1)
+
+    def reparameterize(self, mu, logvar):
+        std = torch.exp(0.5 * logvar)
+        return mu + torch.randn_like(std) * std
+
+    def decode(self, z):
+        return torch.sigmoid(self.fc4(F.relu(self.fc3(z))))
+
+    def forward(self, x):
+        mu, logvar = self.encode(x.view(-1, 784))
+        z = self.reparameterize(mu, logvar)
+        return self.decode(z), mu, logvar
+
+
+def examples_loss(recon_x, x, mu, logvar):
+    bce = F.binary_cross_entropy(recon_x, x.view(-1, 784), reduction="sum")
+    kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+    return bce + kld
+
+
+class PerItemDataset(torch.utils.data.Dataset):
+    """What torchvision's MNIST + ToTensor hands the DataLoader: one float image at a time."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images, labels
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.images[i].float().div(255), int(self.labels[i])
+
+
+def train_reference(data, minutes: float, device: torch.device, seed: int) -> dict:
+    torch.manual_seed(seed)
+    model = ExamplesVAE().to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loader = torch.utils.data.DataLoader(PerItemDataset(data.images, data.labels), batch_size=128, shuffle=True)
+    images, t0, done = 0, time.perf_counter(), False
+    model.train()
+    while not done:
+        for x, _ in loader:
+            x = torch.bernoulli(x.to(device))  # dynamic binarisation, as genlab's binarize=true
+            optimizer.zero_grad()
+            recon, mu, logvar = model(x)
+            examples_loss(recon, x, mu, logvar).backward()
+            optimizer.step()
+            images += x.shape[0]
+            if time.perf_counter() - t0 > 60 * minutes:
+                done = True
+                break
+    seconds = time.perf_counter() - t0
+    return {"model": model.eval(), "epochs": images / len(data), "images_per_second": images / seconds}
+
+
+class ExamplesForEvaluation(nn.Module):
+    """The reference seen through genlab.nll's two-method contract (encode, log_likelihood).
+
+    log p(x|z) = -BCE(sigmoid(fc4(...)), x) summed over pixels, computed from the logits
+    (the same number, without sigmoid's rounding at 0 and 1).
+    """
+
+    family = "vae"
+    conditional = False
+    config = SimpleNamespace(likelihood="bernoulli", conditional=False)
+
+    def __init__(self, ref: ExamplesVAE):
+        super().__init__()
+        self.ref = ref
+
+    def encode(self, x, y=None):
+        return self.ref.encode(x.flatten(1))
+
+    def log_likelihood(self, x, z, y=None):
+        logits = self.ref.fc4(F.relu(self.ref.fc3(z)))  # (S, B, 784)
+        x = x.flatten(1).expand_as(logits)
+        return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+
+
+# -- genlab's presets -----------------------------------------------------------------------------
+def train_genlab(preset: str, data, test, minutes: float, device: str, seed: int, out: Path) -> dict:
+    p = get_preset("vae", preset)
+    model_cfg = dataclasses.replace(p.model, binarize=True)  # --set model.binarize=true
+    train_cfg = dataclasses.replace(TrainConfig(), **{**p.train, "epochs": BIG}, max_minutes=minutes,
+                                    checkpoint_every=BIG, log_every=500, seed=seed, device=device)
+    run = RunConfig("vae", preset, model_cfg, DataConfig(data.name, "train"), train_cfg)
+    result = train(run, out / preset, overwrite=True, quiet=True, data=data, heldout=test)
+    from genlab.checkpoint import load_run
+
+    model, _ = load_run(out / preset, device=device if device != "auto" else _auto())
+    return {"model": model, "epochs": result.epochs, "images_per_second": result.images_per_second}
+
+
+def _auto() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def warm_up(device: str) -> None:
+    """Pay one-time costs (Adam's first step imports torch._dynamo, ~2 s) before any budget starts."""
+    w = torch.zeros(4, device=device, requires_grad=True)
+    opt = torch.optim.Adam([w], lr=1e-3)
+    F.binary_cross_entropy_with_logits(w, torch.ones(4, device=device)).backward()
+    opt.step()
+
+
+# -- main ---------------------------------------------------------------------------------------------
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--minutes", type=float, default=10.0, help="training budget per model (default 10)")
+    ap.add_argument("--eval-images", type=int, default=2000, help="test images evaluated (default 2000)")
+    ap.add_argument("--k", type=int, default=1000, help="importance samples per image (default 1000)")
+    ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--data-dir")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="runs/bench-vae-quality", help="where the runs and results.json go")
+    args = ap.parse_args(argv)
+
+    device = _auto() if args.device == "auto" else args.device
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_dataset(args.dataset, "train", data_dir=args.data_dir)
+    test = load_dataset(args.dataset, "test", data_dir=args.data_dir)
+    print(f"{args.dataset}: {len(data)} train, {len(test)} test images; {args.minutes:g} min per model on "
+          f"{device} ({torch.get_num_threads()} CPU threads); eval: {args.eval_images} test images, k={args.k}",
+          file=sys.stderr)
+
+    warm_up(device)
+    trained = {}
+    for name in ("mlp", "conv"):
+        set_seed(args.seed)
+        trained[f"genlab {name}"] = train_genlab(name, data, test, args.minutes, device, args.seed, out)
+        print(f"  trained genlab {name}", file=sys.stderr)
+    ref = train_reference(data, args.minutes, torch.device(device), args.seed)
+    trained["pytorch/examples"] = {**ref, "model": ExamplesForEvaluation(ref["model"])}
+    print("  trained pytorch/examples", file=sys.stderr)
+
+    rows = []
+    for name, t in trained.items():
+        ev = evaluate_vae(t["model"], test, k=args.k, n_images=args.eval_images, seed=0, binarize=True)
+        rows.append({"model": name, "epochs": round(t["epochs"], 3), "images_per_second": round(t["images_per_second"], 1),
+                     "test_elbo_nats": ev["elbo_nats"], "iwae_nll_nats": ev["iwae_nll_nats"],
+                     "iwae_nll_sem": ev["iwae_nll_sem"], "active_units": ev["active_units"],
+                     "latent_dim": ev["latent_dim"]})
+    ref_row = rows[-1]
+    for r in rows:
+        r["nll_minus_reference"] = round(r["iwae_nll_nats"] - ref_row["iwae_nll_nats"], 3)
+        r["speed_vs_reference"] = round(r["images_per_second"] / ref_row["images_per_second"], 2)
+
+    header = (f"{'model':<18} {'epochs':>7} {'images/s':>9} {'test ELBO':>10} {f'IWAE NLL (k={args.k})':>17} "
+              f"{'NLL - ref':>9} {'speed/ref':>9} {'active':>7}")
+    print(f"\n{args.dataset} test, first {min(args.eval_images, len(test))} images binarised (seed 0); nats; "
+          f"{args.minutes:g} min of training each")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['model']:<18} {r['epochs']:>7.2f} {r['images_per_second']:>9,.0f} {r['test_elbo_nats']:>10.2f} "
+              f"{r['iwae_nll_nats']:>10.2f} +/-{r['iwae_nll_sem']:<4.2f} {r['nll_minus_reference']:>+9.2f} "
+              f"{r['speed_vs_reference']:>8.2f}x {r['active_units']:>3}/{r['latent_dim']:<3}")
+    print("NLL - ref < 0: better than pytorch/examples under the same budget. +/-: standard error over images "
+          "(the models share the test images, so differences are tighter than that).")
+    (out / "results.json").write_text(json.dumps({"args": vars(args), "device": device, "rows": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,368 @@
+"""Looking inside a trained VAE: reconstructions, interpolations, traversals, manifold, scatter.
+
+Every picture is a pure function of a model (and test images) returning an image tensor
+(N, C, H, W) in [0, 1], laid out row by row for :func:`genlab.sample.save_grid`; the
+``genlab explore`` command is a thin shell that picks test images, calls one and writes a
+PNG. This module also registers ``genlab nll`` (the shell over :func:`genlab.nll.evaluate_vae`).
+
+Latents are posterior means E[z|x] (no sampling), so a picture is deterministic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import GenlabError
+
+if TYPE_CHECKING:  # torch is imported inside the functions: `genlab.cli` imports this module for every command
+    import numpy as np
+    from torch import Tensor
+
+    from .models.vae import VAE
+
+WHATS = ("reconstruct", "interpolate", "traverse", "manifold", "scatter")
+
+
+def _no_grad(fn):
+    """``torch.inference_mode()`` applied at call time (torch is not imported with this module)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        import torch
+
+        with torch.inference_mode():
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+# -- latent-space arithmetic (pure) -----------------------------------------------------------
+def lerp(z0: Tensor, z1: Tensor, t: Tensor) -> Tensor:
+    """(1 - t) z0 + t z1 for z0, z1 (..., D) and t (T,): (..., T, D)."""
+    t = t.to(z0.dtype)[:, None]
+    return (1 - t) * z0[..., None, :] + t * z1[..., None, :]
+
+
+def slerp(z0: Tensor, z1: Tensor, t: Tensor, eps: float = 1e-7) -> Tensor:
+    """Spherical interpolation (Shoemake 1985; White 2016, "Sampling generative networks").
+
+    slerp(z0, z1; t) = sin((1-t) w) / sin w * z0 + sin(t w) / sin w * z1, w = angle(z0, z1).
+    Follows the great circle, so intermediate points keep the norm typical of N(0, I)
+    draws instead of shrinking towards the origin as a straight line does. Falls back to
+    :func:`lerp` when the vectors are (anti)parallel. Shapes as :func:`lerp`.
+    """
+    import torch
+
+    cos = (z0 * z1).sum(-1) / (z0.norm(dim=-1) * z1.norm(dim=-1)).clamp_min(eps)
+    omega = torch.arccos(cos.clamp(-1.0, 1.0))[..., None, None]  # (..., 1, 1)
+    so = torch.sin(omega)
+    t = t.to(z0.dtype)[:, None]  # (T, 1)
+    safe = so.abs() > eps
+    so_safe = torch.where(safe, so, torch.ones_like(so))
+    spherical = (torch.sin((1 - t) * omega) / so_safe) * z0[..., None, :] + \
+                (torch.sin(t * omega) / so_safe) * z1[..., None, :]
+    return torch.where(safe, spherical, lerp(z0, z1, t[:, 0]))
+
+
+def interpolation_latents(z0: Tensor, z1: Tensor, steps: int = 10, mode: str = "lerp") -> Tensor:
+    """``steps`` latents from z0 to z1 inclusive, (..., steps, D); mode 'lerp' or 'slerp'."""
+    import torch
+
+    if mode not in ("lerp", "slerp"):
+        raise GenlabError(f"interpolation mode must be lerp or slerp, got {mode!r}")
+    if steps < 2:
+        raise GenlabError(f"interpolation needs at least 2 steps, got {steps}")
+    t = torch.linspace(0, 1, steps, dtype=z0.dtype, device=z0.device)
+    return (slerp if mode == "slerp" else lerp)(z0, z1, t)
+
+
+def traversal_latents(z0: Tensor, dims: list[int], values: Tensor) -> Tensor:
+    """Row i: z0 with coordinate dims[i] moved by each of ``values``, (len(dims), len(values), D).
+
+    Only that one coordinate differs from z0 within a row (the offsets are added to z0's
+    value, so with z0 = 0 they are the absolute values).
+    """
+    d = z0.shape[-1]
+    bad = [j for j in dims if not 0 <= j < d]
+    if bad:
+        raise GenlabError(f"latent dimension(s) {bad} out of range 0..{d - 1}")
+    z = z0.reshape(1, 1, d).repeat(len(dims), len(values), 1)
+    for row, j in enumerate(dims):
+        z[row, :, j] = z0.reshape(d)[j] + values.to(z0.dtype)
+    return z
+
+
+def pca_2d(mu: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Top-2 principal directions of posterior means (N, D): (mean (D,), components (2, D), std (2,))."""
+    import torch
+
+    mu = mu.double()
+    mean = mu.mean(0)
+    cov = torch.cov((mu - mean).T).reshape(mu.shape[1], mu.shape[1])
+    evals, evecs = torch.linalg.eigh(cov)  # ascending
+    comps = evecs[:, [-1, -2]].T  # (2, D), largest first
+    comps = comps * torch.where(comps.sum(1, keepdim=True) < 0, -1.0, 1.0)  # a stable sign
+    return mean.float(), comps.float(), evals[[-1, -2]].clamp_min(0).sqrt().float()
+
+
+def project_2d(mu: Tensor) -> Tensor:
+    """Posterior means as 2-D points: the coordinates themselves for D = 2, the top-2 PCA scores beyond."""
+    if mu.shape[1] <= 2:
+        return mu[:, :2].float()
+    mean, comps, _ = pca_2d(mu)
+    return (mu.float() - mean) @ comps.T
+
+
+# -- pictures (pure: model + images -> image tensor) -----------------------------------------
+def _labels(model: VAE, labels: Tensor | None, n: int, default: int = 0) -> Tensor | None:
+    import torch
+
+    if not model.conditional:
+        return None
+    if labels is None:
+        labels = torch.full((n,), default, dtype=torch.long)
+    return labels.to(model.device)
+
+
+def _encode_means(model: VAE, images: Tensor, labels: Tensor | None) -> Tensor:
+    from .models.vae import posterior_means
+
+    return posterior_means(model, _as_float(images), labels if model.conditional else None)[0]
+
+
+def _as_float(images: Tensor) -> Tensor:
+    import torch
+
+    return images.float().div(255) if images.dtype == torch.uint8 else images
+
+
+@_no_grad
+def _decode(model: VAE, z: Tensor, labels: Tensor | None) -> Tensor:
+    return model.decode(z.to(model.device), _labels(model, labels, z.shape[0])).float().cpu()
+
+
+@_no_grad
+def reconstruct(model: VAE, images: Tensor, labels: Tensor | None = None) -> Tensor:
+    """Inputs then their reconstructions (decoded posterior means), (2N, C, H, W): save with nrow=N."""
+    import torch
+
+    x = _as_float(images).cpu()
+    mu = _encode_means(model, x, labels)
+    return torch.cat([x, _decode(model, mu, labels)])
+
+
+@_no_grad
+def interpolate(model: VAE, images_a: Tensor, images_b: Tensor, labels_a: Tensor | None = None,
+                labels_b: Tensor | None = None, *, steps: int = 10, mode: str = "lerp") -> Tensor:
+    """One row per pair: input a, ``steps`` decoded latents from z(a) to z(b), input b.
+
+    (P * (steps + 2), C, H, W): save with nrow = steps + 2. A conditional model decodes
+    the whole row with a's label.
+    """
+    import torch
+
+    xa, xb = _as_float(images_a).cpu(), _as_float(images_b).cpu()
+    za = _encode_means(model, xa, labels_a)
+    zb = _encode_means(model, xb, labels_b if labels_b is not None else labels_a)
+    z = interpolation_latents(za, zb, steps, mode)  # (P, steps, D)
+    p = z.shape[0]
+    lab = labels_a.repeat_interleave(steps) if labels_a is not None else None
+    decoded = _decode(model, z.reshape(p * steps, -1), lab).view(p, steps, *xa.shape[1:])
+    return torch.cat([xa[:, None], decoded, xb[:, None]], dim=1).reshape(-1, *xa.shape[1:])
+
+
+@_no_grad
+def traverse(model: VAE, image: Tensor | None = None, label: int | None = None, *,
+             dims: list[int] | None = None, values: Tensor | None = None) -> Tensor:
+    """One row per latent dimension in ``dims``: the decoded traversal of that coordinate.
+
+    Centre: the posterior mean of ``image`` (1, C, H, W), or the prior mean 0 when None.
+    ``values`` (default -3..3 in 9 steps) are offsets from the centre.
+    Returns (len(dims) * len(values), C, H, W): save with nrow = len(values).
+    """
+    import torch
+
+    d = model.config.latent_dim
+    dims = list(range(d)) if dims is None else list(dims)
+    values = torch.linspace(-3, 3, 9) if values is None else values
+    lab = torch.tensor([label if label is not None else 0])
+    z0 = _encode_means(model, image, lab)[0] if image is not None else torch.zeros(d)
+    z = traversal_latents(z0, dims, values)
+    return _decode(model, z.reshape(-1, d), lab.repeat(z.shape[0] * z.shape[1]))
+
+
+@_no_grad
+def manifold(model: VAE, n: int = 20, *, mu: Tensor | None = None, label: int = 0) -> Tensor:
+    """An n x n grid of decoded latents (n*n, C, H, W): save with nrow = n.
+
+    2-D latents: the plane at N(0,1) quantiles 5%..95% (:func:`latent_manifold`). More
+    dimensions: the plane of the top-2 principal directions of the posterior means ``mu``
+    (N, D), through their mean, at the same quantiles times each direction's spread (the
+    other directions held at the mean). Top row = largest second coordinate.
+    """
+    import numpy as np
+    import torch
+    from scipy.stats import norm
+
+    from .models.vae import latent_manifold
+
+    d = model.config.latent_dim
+    if d == 2:
+        return latent_manifold(model, n, label).float()
+    if mu is None:
+        raise GenlabError(f"a manifold of a {d}-d latent space needs posterior means of test images (mu)")
+    mean, comps, std = pca_2d(mu)
+    q = torch.tensor(norm.ppf(np.linspace(0.05, 0.95, n)), dtype=torch.float32)
+    b, a = torch.meshgrid(q.flip(0), q, indexing="ij")
+    z = mean + (a.reshape(-1, 1) * std[0]) * comps[0] + (b.reshape(-1, 1) * std[1]) * comps[1]
+    return _decode(model, z, torch.full((n * n,), label, dtype=torch.long))
+
+
+def scatter(model: VAE, images: Tensor, labels: Tensor, out: Path, class_names=None) -> np.ndarray:
+    """Posterior means coloured by label, written to ``out`` (PCA scores when D > 2); returns the points."""
+    from .plots import plot_latent_scatter
+
+    mu = _encode_means(model, images, labels)
+    pts = project_2d(mu).numpy()
+    d = mu.shape[1]
+    how = "latent means" if d <= 2 else f"top-2 PCA directions of {d}-d latent means (axes: PC1, PC2)"
+    plot_latent_scatter(pts, labels.cpu().numpy(), out, class_names=class_names,
+                        title=f"{how}, {len(pts)} test images")
+    return pts
+
+
+# -- the command line ------------------------------------------------------------------------
+def _pick(dataset, n: int, seed: int) -> tuple[Tensor, Tensor]:
+    """``n`` test images chosen by ``seed`` (a permutation prefix), as floats in [0, 1]."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(dataset), generator=g)[: min(n, len(dataset))]
+    return dataset.images[idx].float().div(255), dataset.labels[idx]
+
+
+def _load_data(args, run):
+    from .data import load_dataset
+
+    return load_dataset(args.dataset or run.data.dataset, args.split,
+                        data_dir=args.data_dir if args.data_dir is not None else run.data.data_dir)
+
+
+def cmd_explore(args: argparse.Namespace) -> int:
+    import torch
+
+    from .models.vae import kl_divergence, posterior_means
+    from .nll import load_vae_run
+    from .sample import save_grid
+
+    run_dir = Path(args.run)
+    out = Path(args.out) if args.out else run_dir / f"explore-{args.what}.png"
+    if out.suffix.lower() != ".png":
+        raise GenlabError(f"{out}: explore writes a PNG; give --out FILE.png")
+    if out.exists() and not args.overwrite:
+        raise GenlabError(f"{out} exists; pass --overwrite to replace it")
+    model, run = load_vae_run(run_dir, args.device, what="explore")
+    d = model.config.latent_dim
+    if args.label is not None and not 0 <= args.label < model.config.num_classes:
+        raise GenlabError(f"--label must be in 0..{model.config.num_classes - 1}, got {args.label}")
+    what = args.what
+    if what == "reconstruct":
+        x, y = _pick(_load_data(args, run), args.n or 10, args.seed)
+        save_grid(reconstruct(model, x, y), out, nrow=x.shape[0])
+    elif what == "interpolate":
+        pairs = args.n or 5
+        x, y = _pick(_load_data(args, run), 2 * pairs, args.seed)
+        if x.shape[0] < 2:
+            raise GenlabError("interpolation needs at least 2 test images")
+        p = x.shape[0] // 2
+        grid = interpolate(model, x[:p], x[p : 2 * p], y[:p], y[p : 2 * p], steps=args.steps, mode=args.mode)
+        save_grid(grid, out, nrow=args.steps + 2)
+    elif what == "traverse":
+        data = _load_data(args, run)
+        x, y = _pick(data, 1000, args.seed)
+        mu, lv = posterior_means(model, x, y if model.conditional else None)
+        kl = kl_divergence(mu, lv).mean(0)
+        n = min(args.n or 10, d)
+        dims = sorted(torch.argsort(kl, descending=True)[:n].tolist())  # the n most informative units
+        label = args.label if args.label is not None else int(y[0])
+        image = None if args.center == "zero" else x[:1]
+        grid = traverse(model, image, label, dims=dims, values=torch.linspace(-3, 3, args.steps))
+        save_grid(grid, out, nrow=args.steps)
+        if not args.quiet:
+            print(f"rows: latent dims {dims} (largest KL on test images), offsets -3..3 around "
+                  f"{'z = 0' if image is None else 'the posterior mean of one test image'}")
+    elif what == "manifold":
+        n = args.n or 20
+        mu = None
+        if d > 2:
+            x, y = _pick(_load_data(args, run), 5000, args.seed)
+            mu = posterior_means(model, x, y if model.conditional else None)[0]
+        save_grid(manifold(model, n, mu=mu, label=args.label or 0), out, nrow=n)
+    else:
+        data = _load_data(args, run)
+        x, y = _pick(data, args.n or 5000, args.seed)
+        scatter(model, x, y, out, class_names=data.class_names)
+    if not args.quiet:
+        print(f"wrote {out}")
+    return 0
+
+
+def cmd_nll(args: argparse.Namespace) -> int:
+    from .checkpoint import atomic_write_text
+    from .nll import evaluate_vae, format_nll_table, load_vae_run
+
+    run_dir = Path(args.run)
+    model, run = load_vae_run(run_dir, args.device, what="genlab nll")
+    result = evaluate_vae(model, args.dataset or run.data.dataset, k=args.k, n_images=args.n,
+                          batch_size=args.batch_size, seed=args.seed, split=args.split,
+                          data_dir=args.data_dir if args.data_dir is not None else run.data.data_dir)
+    result["run"] = str(run_dir)
+    atomic_write_text(run_dir / "nll.json", json.dumps(result, indent=2) + "\n")
+    if not args.quiet:
+        print(format_nll_table(result, title=f"{run_dir} ({run.family}/{run.preset})"))
+        print(f"wrote {run_dir / 'nll.json'} in {result['seconds']:.1f}s")
+    return 0
+
+
+def _data_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", help="dataset to draw images from (default: the run's)")
+    p.add_argument("--data-dir", help="folder with the dataset's IDX files (default: the run's)")
+    p.add_argument("--split", default="test", choices=["train", "test"], help="default test")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+
+
+def register_cli(subparsers) -> None:
+    """Add ``genlab explore`` and ``genlab nll`` (picked up by genlab.cli)."""
+    p = subparsers.add_parser("explore", help="pictures of a VAE's latent space",
+                              description="Reconstructions, interpolations, traversals, the 2-D manifold or a "
+                                          "latent scatter of a trained VAE, as a PNG.")
+    p.add_argument("run", help="run directory of a VAE")
+    p.add_argument("--what", required=True, choices=WHATS)
+    p.add_argument("--out", help="FILE.png (default RUN/explore-WHAT.png)")
+    p.add_argument("--n", type=int, help="reconstruct: images (10); interpolate: pairs (5); traverse: latent "
+                                         "dims, most informative first (10); manifold: grid side (20); "
+                                         "scatter: points (5000)")
+    p.add_argument("--steps", type=int, default=9, help="interpolation / traversal steps per row (default 9)")
+    p.add_argument("--mode", default="lerp", choices=["lerp", "slerp"], help="interpolation path")
+    p.add_argument("--center", default="image", choices=["image", "zero"],
+                   help="traversal centre: a test image's posterior mean (default) or z = 0")
+    p.add_argument("--label", type=int, help="class to decode with (conditional models)")
+    p.add_argument("--seed", type=int, default=0, help="which test images (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    _data_flags(p)
+    p.set_defaults(func=cmd_explore)
+
+    p = subparsers.add_parser("nll", help="test log-likelihood of a VAE (IWAE bound), ELBO and active units",
+                              description="Importance-weighted estimate of -log p(x) (Burda et al. 2016) on test "
+                                          "images, in nats; writes RUN/nll.json.")
+    p.add_argument("run", help="run directory of a VAE")
+    p.add_argument("--k", type=int, default=5000, help="importance samples per image (default 5000)")
+    p.add_argument("-n", type=int, default=10_000, help="test images, the first N (default 10000)")
+    p.add_argument("--batch-size", type=int, default=100, help="images per pass (default 100)")
+    p.add_argument("--seed", type=int, default=0, help="binarisation and sampling seed (default 0)")
+    _data_flags(p)
+    p.set_defaults(func=cmd_nll)

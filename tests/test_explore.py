@@ -1,0 +1,121 @@
+"""Latent-space pictures: each `genlab explore --what` on a real (tiny) run, and the latent arithmetic."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from genlab.cli import main
+from genlab.explore import (interpolation_latents, manifold, pca_2d, project_2d, reconstruct, slerp,
+                            traversal_latents, traverse)
+from genlab.models import build_model
+from genlab.models.vae import VAEConfig
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def grid_size(rows: int, cols: int, side: int = 28, pad: int = 2) -> tuple[int, int]:
+    """(width, height) of genlab.sample.grid_image's canvas."""
+    return cols * (side + pad) + pad, rows * (side + pad) + pad
+
+
+@pytest.fixture(scope="module")
+def run(mnist_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "mlp"
+    assert main(["train", "vae", "--preset", "mlp", "--dataset", "mnist", "--data-dir", str(mnist_dir),
+                 "--split", "test", "--max-steps", "30", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+@pytest.mark.parametrize("what,flags,size", [
+    ("reconstruct", ["--n", "6"], grid_size(2, 6)),
+    ("interpolate", ["--n", "3", "--steps", "5", "--mode", "slerp"], grid_size(3, 5 + 2)),
+    ("traverse", ["--n", "4", "--steps", "7"], grid_size(4, 7)),
+    ("manifold", ["--n", "5"], grid_size(5, 5)),
+    ("scatter", ["--n", "500"], None),
+])
+def test_each_picture_is_a_png_of_the_expected_size(run, what, flags, size):
+    assert main(["explore", str(run), "--what", what, *flags, "--quiet"]) == 0
+    out = run / f"explore-{what}.png"
+    assert out.read_bytes()[:8] == PNG
+    with Image.open(out) as im:
+        im.load()
+        if size is not None:
+            assert im.size == size
+        else:
+            assert im.size[0] > 300 and im.size[1] > 300  # a matplotlib figure
+
+
+def test_explore_refuses_to_overwrite_and_writes_where_told(run, tmp_path, capsys):
+    target = tmp_path / "r.png"
+    assert main(["explore", str(run), "--what", "reconstruct", "--out", str(target), "--quiet"]) == 0
+    before = target.read_bytes()
+    assert main(["explore", str(run), "--what", "reconstruct", "--out", str(target), "--seed", "1"]) == 2
+    assert "--overwrite" in capsys.readouterr().err and target.read_bytes() == before
+    assert main(["explore", str(run), "--what", "reconstruct", "--out", str(target), "--seed", "1",
+                 "--overwrite", "--quiet"]) == 0
+    assert target.read_bytes() != before
+
+
+def test_explore_refuses_a_gan_run(tmp_path, capsys):
+    (tmp_path / "config.json").write_text(json.dumps({"family": "gan"}))
+    assert main(["explore", str(tmp_path), "--what", "manifold"]) == 2
+    assert f"explore works on VAE runs; {tmp_path} is a gan" in capsys.readouterr().err
+
+
+# -- the pure functions ------------------------------------------------------------------------
+def test_slerp_starts_and_ends_at_the_inputs_latents():
+    g = torch.Generator().manual_seed(0)
+    z0, z1 = torch.randn(4, 8, generator=g), torch.randn(4, 8, generator=g)
+    for mode in ("lerp", "slerp"):
+        path = interpolation_latents(z0, z1, steps=7, mode=mode)
+        assert path.shape == (4, 7, 8)
+        assert torch.allclose(path[:, 0], z0, atol=1e-5) and torch.allclose(path[:, -1], z1, atol=1e-5)
+    # Along the great circle, the norm interpolates between the end norms' range; a straight line shrinks.
+    mid_s = slerp(z0, z1, torch.tensor([0.5]))[:, 0].norm(dim=-1)
+    mid_l = interpolation_latents(z0, z1, 3, "lerp")[:, 1].norm(dim=-1)
+    assert (mid_s > mid_l).all()
+    # Parallel vectors fall back to the straight line instead of dividing by sin(0).
+    same = slerp(z0[:1], 2 * z0[:1], torch.linspace(0, 1, 3))
+    assert torch.isfinite(same).all() and torch.allclose(same[0, 1], 1.5 * z0[0], atol=1e-5)
+
+
+def test_each_traversal_row_changes_only_its_own_coordinate():
+    z0 = torch.randn(6)
+    values = torch.linspace(-3, 3, 5)
+    z = traversal_latents(z0, [1, 4], values)
+    assert z.shape == (2, 5, 6)
+    for row, j in enumerate([1, 4]):
+        changed = (z[row] != z0).any(0).nonzero().flatten().tolist()
+        assert changed == [j]
+        assert torch.allclose(z[row, :, j], z0[j] + values)
+
+
+def _model(latent_dim):
+    torch.manual_seed(0)
+    return build_model("vae", VAEConfig(hidden=(16,), latent_dim=latent_dim)).eval()
+
+
+def test_pictures_have_the_documented_layout():
+    model = _model(5)
+    x = torch.rand(3, 1, 28, 28)
+    rec = reconstruct(model, x)
+    assert rec.shape == (6, 1, 28, 28) and torch.equal(rec[:3], x)
+    assert traverse(model, x[:1], dims=[0, 2], values=torch.linspace(-3, 3, 4)).shape == (8, 1, 28, 28)
+    mu = torch.randn(200, 5) * torch.tensor([3.0, 0.1, 1.0, 0.1, 0.1])
+    grid = manifold(model, 4, mu=mu)
+    assert grid.shape == (16, 1, 28, 28) and 0 <= grid.min() and grid.max() <= 1
+    assert manifold(_model(2), 3).shape == (9, 1, 28, 28)
+
+
+def test_pca_finds_the_widest_directions():
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(2000, 4, generator=g) * torch.tensor([0.1, 5.0, 0.1, 2.0])
+    _, comps, std = pca_2d(mu)
+    assert comps[0].abs().argmax() == 1 and comps[1].abs().argmax() == 3
+    assert torch.allclose(std, torch.tensor([5.0, 2.0]), rtol=0.1)
+    assert project_2d(mu).shape == (2000, 2) and torch.equal(project_2d(mu[:, :2]), mu[:, :2])

@@ -1,0 +1,484 @@
+"""Crashes, signals, divergence and hostile input: what a run survives, end to end on real MNIST.
+
+Runs are tiny (the seed VAE, batch 500 on the 10,000-image test split: 20 steps an
+epoch) and single-threaded: with two cores shared between test processes, extra
+intra-op threads only spin and wait, and one thread count everywhere is what
+makes "bit-identical" well defined (a reduction split over more threads adds in
+another order).
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import json
+import os
+import pickle
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from genlab import checkpoint as ckpt
+from genlab.cli import main
+from genlab.errors import GenlabError
+from genlab.models.vae import PRESETS, VAE, VAEConfig
+
+ARGS = ["--preset", "seed", "--dataset", "mnist", "--split", "test", "--batch-size", "500", "--epochs", "2",
+        "--checkpoint-every", "7", "--log-every", "5", "--keep-checkpoints", "3", "--quiet"]
+STEPS = 40  # 2 epochs of 20 steps
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def train_args(mnist_dir: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", "vae", *ARGS, "--data-dir", str(mnist_dir), "--out", str(out), *extra]
+
+
+@pytest.fixture(scope="module")
+def straight(mnist_dir, tmp_path_factory) -> Path:
+    """The reference: 2 epochs, never interrupted."""
+    out = tmp_path_factory.mktemp("straight") / "run"
+    assert main(train_args(mnist_dir, out)) == 0
+    return out
+
+
+@pytest.fixture
+def run_copy(straight, tmp_path) -> Path:
+    """A finished run (with checkpoints) that a test may damage."""
+    return Path(shutil.copytree(straight, tmp_path / "run"))
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def metrics(run: Path) -> list[dict]:
+    """metrics.jsonl without the wall-clock column."""
+    return [{k: v for k, v in json.loads(ln).items() if k != "seconds"}
+            for ln in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_same_as_straight(run: Path, straight: Path) -> None:
+    assert (run / "model.safetensors").read_bytes() == (straight / "model.safetensors").read_bytes()
+    assert metrics(run) == metrics(straight)
+    drop = {"seconds", "images_per_second"}
+    summary = {k: v for k, v in json.loads((run / "summary.json").read_text()).items() if k not in drop}
+    assert summary == {k: v for k, v in json.loads((straight / "summary.json").read_text()).items() if k not in drop}
+    for a, b in zip(ckpt.checkpoint_dirs(run), ckpt.checkpoint_dirs(straight)):
+        assert a.name == b.name
+        assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
+
+
+# A child process running the real CLI; ``slow_from`` makes each step from then on sleep, ``hang_at``
+# blocks one step for good, so the test can act at a known point whatever the machine's load.
+CHILD = """
+import sys, time, torch
+torch.set_num_threads(1)
+from genlab.models.vae import VAE
+from genlab.cli import main
+slow_from, hang_at = int(sys.argv[1]), int(sys.argv[2])
+original = VAE.train_step
+def train_step(self, nets, opt, x, y, ctx):
+    if ctx.step == hang_at:
+        time.sleep(120)
+    if ctx.step >= slow_from:
+        time.sleep(0.2)
+    return original(self, nets, opt, x, y, ctx)
+VAE.train_step = train_step
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def start_child(args: list[str], slow_from: int = 10**9, hang_at: int = -1) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-c", CHILD, str(slow_from), str(hang_at), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def wait_for(proc: subprocess.Popen, ready, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            pytest.fail(f"child exited early ({proc.returncode}): {proc.stderr.read()}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("child made no progress")
+        time.sleep(0.02)
+
+
+def logged_steps(run: Path) -> list[int]:
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    steps = []
+    for line in path.read_text().splitlines():
+        try:
+            steps.append(json.loads(line)["step"])
+        except ValueError:
+            pass
+    return steps
+
+
+# -- 1, 2: checkpoints and exact resume -------------------------------------------------------------
+def test_checkpoints_hold_everything_and_are_bounded(straight):
+    dirs = ckpt.checkpoint_dirs(straight)
+    assert [p.name for p in dirs] == ["step-00000028", "step-00000035", "step-00000040"]  # every 7 + the end, 3 kept
+    assert not list((straight / "checkpoints").glob(".tmp*"))
+    for p in dirs:
+        assert {f.name for f in p.iterdir()} == {"model.safetensors", "state.safetensors", "state.json"}
+        for f in p.iterdir():
+            assert f.read_bytes()[:1] != b"\x80" and f.read_bytes()[:2] != b"PK"  # never a pickle
+    meta = json.loads((dirs[-1] / "state.json").read_text())
+    assert meta["step"] == STEPS and meta["config"]["train"]["lr"] == 0.001 and meta["steps_per_epoch"] == 20
+    model = VAE(PRESETS["seed"].model)
+    state = ckpt.load_checkpoint(dirs[-1], model)
+    assert set(state["rng"]) >= {"torch", "numpy", "python"} and state["epoch"] == 2
+    assert state["optimizers"]["vae"]["state"][0]["exp_avg"].shape == model.encoder[0][0].weight.shape
+    # the final checkpoint and the final weights agree (the files differ only in their metadata)
+    final, last = ckpt.load_tensors(straight / "model.safetensors"), ckpt.load_tensors(dirs[-1] / "model.safetensors")
+    assert final.keys() == last.keys() and all(torch.equal(final[k], last[k]) for k in final)
+
+
+def test_sigkill_in_second_epoch_then_resume_is_bit_identical(mnist_dir, straight, tmp_path):
+    out = tmp_path / "killed"
+    # step 32 (0-based) never returns: by then step-28 is saved and step 30 logged (after the checkpoint)
+    child = start_child(train_args(mnist_dir, out), hang_at=32)
+    wait_for(child, lambda: 30 in logged_steps(out) and (out / "checkpoints" / "step-00000028").is_dir())
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL
+    assert not (out / "model.safetensors").exists()
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3')  # as if the kill had cut a line in half
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+    assert_same_as_straight(out, straight)
+
+
+def test_sigterm_checkpoints_exits_130_and_resumes_exactly(mnist_dir, straight, tmp_path):
+    out = tmp_path / "stopped"
+    child = start_child(train_args(mnist_dir, out), slow_from=10)
+    wait_for(child, lambda: 10 in logged_steps(out))
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 130, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and f"genlab train --resume {out}" in lines[0] and "signal 15" in lines[0], err
+    step = int(lines[0].split("at step ")[1].split(";")[0])
+    assert 10 < step < STEPS
+    assert ckpt.checkpoint_dirs(out)[-1].name == f"step-{step:08d}"
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+    assert_same_as_straight(out, straight)
+
+
+@pytest.mark.parametrize("times", [1, 2])
+def test_sigint_in_process(mnist_dir, tmp_path, monkeypatch, capsys, times):
+    """Ctrl-C finishes the step and checkpoints it; a second Ctrl-C stops at once, without one."""
+    original = VAE.train_step
+
+    def train_step(self, nets, opt, x, y, ctx):
+        if ctx.step == 9:
+            for _ in range(times):
+                os.kill(os.getpid(), signal.SIGINT)
+        return original(self, nets, opt, x, y, ctx)
+
+    monkeypatch.setattr(VAE, "train_step", train_step)
+    out = tmp_path / "ctrl-c"
+    assert main(train_args(mnist_dir, out)) == 130
+    err = capsys.readouterr().err.strip()
+    names = [p.name for p in ckpt.checkpoint_dirs(out)]
+    if times == 1:
+        assert "signal 2 at step 10" in err and "--resume" in err and names == ["step-00000007", "step-00000010"]
+    else:
+        assert err == "genlab: interrupted" and names == ["step-00000007"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_resume_of_a_finished_run_touches_nothing(run_copy, capsys):
+    before = snapshot(run_copy)
+    assert main(["train", "--resume", str(run_copy)]) == 0
+    assert "nothing to do" in capsys.readouterr().err
+    assert snapshot(run_copy) == before
+
+
+def test_resume_extends_a_finished_run(run_copy, capsys):
+    assert main(["train", "--resume", str(run_copy), "--epochs", "3", "--max-steps", "45", "--quiet"]) == 0
+    assert json.loads((run_copy / "config.json").read_text())["train"]["max_steps"] == 45
+    assert logged_steps(run_copy)[-2:] == [40, 45]
+    assert ckpt.checkpoint_dirs(run_copy)[-1].name == "step-00000045"
+
+
+def test_resume_refuses_other_settings(run_copy, capsys):
+    config = json.loads((run_copy / "config.json").read_text())
+    config["train"]["lr"] = 0.01  # valid, but not the run the checkpoint belongs to
+    (run_copy / "config.json").write_text(json.dumps(config))
+    before = snapshot(run_copy)
+    assert main(["train", "--resume", str(run_copy), "--epochs", "3", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "train.lr" in err and len(err.strip().splitlines()) == 1, err
+    assert snapshot(run_copy) == before
+    assert main(["train", "--resume", str(run_copy), "--lr", "0.5"]) == 2
+    assert "--lr cannot change a run being resumed" in capsys.readouterr().err
+
+
+def test_max_minutes_stops_at_a_checkpoint_and_resumes(mnist_dir, straight, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "budget"
+    clock = iter(range(10**6))
+    monkeypatch.setattr("genlab.train.time.perf_counter", lambda: next(clock) * 1.0)  # one second per read
+    assert main(train_args(mnist_dir, out, "--max-minutes", "0.2")) == 0  # 12 "seconds"
+    assert "--max-minutes" in capsys.readouterr().err
+    done = ckpt.checkpoint_dirs(out)[-1]
+    assert 0 < int(done.name[5:]) < STEPS and (out / "model.safetensors").is_file()
+    monkeypatch.undo()
+    config = json.loads((out / "config.json").read_text())
+    config["train"]["max_minutes"] = None
+    (out / "config.json").write_text(json.dumps(config))  # allowed: it only says when to stop
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+    assert (out / "model.safetensors").read_bytes() == (straight / "model.safetensors").read_bytes()
+
+
+# -- 4: divergence ----------------------------------------------------------------------------------------
+def nan_at(monkeypatch, bad_step: int) -> None:
+    """Make optimiser step ``bad_step`` (1-based) see a NaN batch: NaN loss, NaN gradients."""
+    original = VAE.train_step
+
+    def train_step(self, nets, opt, x, y, ctx):
+        if ctx.step + 1 == bad_step:
+            x = torch.full_like(x, float("nan"))
+        return original(self, nets, opt, x, y, ctx)
+
+    monkeypatch.setattr(VAE, "train_step", train_step)
+
+
+def test_nan_stops_naming_the_step_and_keeps_the_last_good_checkpoint(mnist_dir, tmp_path, monkeypatch, capsys):
+    nan_at(monkeypatch, 17)
+    out = tmp_path / "nan"
+    assert main(train_args(mnist_dir, out)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "step 17" in err and "step-00000014" in err, err
+    assert [p.name for p in ckpt.checkpoint_dirs(out)] == ["step-00000007", "step-00000014"]
+    weights = ckpt.load_tensors(ckpt.checkpoint_dirs(out)[-1] / "model.safetensors")
+    assert all(torch.isfinite(v).all() for v in weights.values())
+    assert not (out / "model.safetensors").exists()
+    assert all(s < 17 for s in logged_steps(out))
+
+
+def test_on_nonfinite_skip_drops_the_bad_step(mnist_dir, tmp_path, monkeypatch, capsys):
+    nan_at(monkeypatch, 17)
+    out = tmp_path / "skip"
+    assert main(train_args(mnist_dir, out, "--on-nonfinite", "skip")) == 0
+    assert "1 of 40 steps" in capsys.readouterr().err
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["loss"] == r["loss"] for r in lines)  # finite: the skipped step is not averaged in
+    assert lines[-1]["skipped_steps"] == 1
+    assert json.loads((out / "summary.json").read_text())["skipped_steps"] == 1
+
+
+def test_grad_clip_limits_the_update(mnist_dir, straight, tmp_path):
+    torch.manual_seed(0)
+    start = VAE(PRESETS["seed"].model).state_dict()
+
+    def moved(run: Path) -> float:
+        end = ckpt.load_tensors(run / "model.safetensors")
+        return max(float((end[k] - start[k]).abs().max()) for k in start)
+
+    out = tmp_path / "clipped"
+    assert main(train_args(mnist_dir, out, "--max-steps", "5", "--grad-clip", "1e-12")) == 0
+    assert json.loads((out / "config.json").read_text())["train"]["grad_clip"] == 1e-12
+    # Adam divides by the gradient's scale; only a norm far below its eps (1e-8) shrinks the step
+    assert moved(out) < 1e-5 < 1e-3 < moved(straight)
+
+
+# -- 5: hostile and bad input ---------------------------------------------------------------------------
+def one_line_error(capsys, *words: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("genlab: error:"), err
+    for w in words:
+        assert w in err, err
+    return err
+
+
+@pytest.mark.parametrize("section, key, value, words", [
+    ("train", "colour", 1, "unknown key(s) colour"),
+    ("train", "lr", -1.0, "train.lr"),
+    ("train", "batch_size", 0, "train.batch_size"),
+    ("model", "latent_dim", 0, "latent_dim"),
+    ("train", "epochs", "ten", "epochs"),
+    ("data", "dataset", "cifar", "cifar"),
+    (None, "family", "flow", "flow"),
+])
+def test_bad_config_json_on_resume_and_sample(run_copy, tmp_path, capsys, section, key, value, words):
+    config = json.loads((run_copy / "config.json").read_text())
+    (config[section] if section else config)[key] = value
+    (run_copy / "config.json").write_text(json.dumps(config))
+    before = snapshot(run_copy)
+    assert main(["train", "--resume", str(run_copy)]) == 2
+    one_line_error(capsys, words)
+    assert main(["sample", str(run_copy), "--out", str(tmp_path / "s.npy")]) == 2
+    one_line_error(capsys, words)
+    assert snapshot(run_copy) == before and not (tmp_path / "s.npy").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"{", b"[1, 2]", b"\xff\xfe", b"[" * 100_000])
+def test_damaged_config_json(run_copy, tmp_path, capsys, content):
+    (run_copy / "config.json").write_bytes(content)
+    assert main(["train", "--resume", str(run_copy)]) == 2
+    one_line_error(capsys, "config.json")
+    assert main(["sample", str(run_copy), "--out", str(tmp_path / "s.npy")]) == 2
+    one_line_error(capsys, "config.json")
+
+
+def test_debug_shows_the_traceback(run_copy):
+    (run_copy / "config.json").write_text("{")
+    with pytest.raises(GenlabError):
+        main(["--debug", "train", "--resume", str(run_copy)])
+
+
+def save_other_model(path: Path, **config) -> None:
+    ckpt.save_tensors(path, VAE(VAEConfig(**config)).state_dict())
+
+
+@pytest.mark.parametrize("config", [dict(arch="conv", conv_channels=(32, 64), latent_dim=32),
+                                    dict(hidden=(64,), latent_dim=3, likelihood="mse")])
+def test_weights_of_another_architecture(run_copy, tmp_path, capsys, config):
+    save_other_model(run_copy / "model.safetensors", **config)
+    assert main(["sample", str(run_copy), "--out", str(tmp_path / "s.npy")]) == 2
+    one_line_error(capsys, "do not fit this model's architecture")
+    save_other_model(ckpt.checkpoint_dirs(run_copy)[-1] / "model.safetensors", **config)
+    before = snapshot(run_copy)
+    assert main(["train", "--resume", str(run_copy), "--epochs", "3"]) == 2
+    one_line_error(capsys, "do not fit this model's architecture")
+    assert snapshot(run_copy) == before
+
+
+class Payload:
+    """Unpickling this creates a file: proof that code ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("writer", ["torch.save", "pickle"])
+def test_a_pickle_named_model_safetensors_is_refused_unexecuted(run_copy, tmp_path, capsys, writer):
+    probe = tmp_path / "probe"
+    pickle.loads(pickle.dumps(Payload(probe)))
+    assert probe.exists(), "the payload must work, or the test proves nothing"
+    marker = tmp_path / "code-ran"
+    for target in (run_copy / "model.safetensors", ckpt.checkpoint_dirs(run_copy)[-1] / "model.safetensors"):
+        if writer == "torch.save":
+            torch.save({"encoder.0.0.weight": Payload(marker)}, target)
+        else:
+            target.write_bytes(pickle.dumps({"w": Payload(marker)}))
+    assert main(["sample", str(run_copy), "--out", str(tmp_path / "s.npy")]) == 2
+    one_line_error(capsys, "pickle", "never loads")
+    assert main(["train", "--resume", str(run_copy), "--epochs", "3"]) == 2
+    one_line_error(capsys, "pickle")
+    assert not marker.exists()
+
+
+def test_run_directory_with_missing_files(run_copy, tmp_path, capsys):
+    out = str(tmp_path / "s.npy")
+    (run_copy / "model.safetensors").unlink()
+    assert main(["sample", str(run_copy), "--out", out, "--quiet"]) == 0  # falls back to the newest checkpoint
+    shutil.rmtree(run_copy / "checkpoints")
+    assert main(["sample", str(run_copy), "--out", out, "--overwrite"]) == 2
+    one_line_error(capsys, "no model.safetensors and no checkpoint")
+    assert main(["train", "--resume", str(run_copy)]) == 2
+    one_line_error(capsys, "no checkpoint to resume from")
+    (run_copy / "config.json").unlink()
+    assert main(["sample", str(run_copy), "--out", out, "--overwrite"]) == 2
+    one_line_error(capsys, "config.json", "no such file")
+    assert main(["train", "--resume", str(run_copy)]) == 2
+    one_line_error(capsys, "config.json")
+    assert main(["train", "--resume", str(tmp_path / "nowhere")]) == 2
+    one_line_error(capsys, "no such run directory")
+
+
+def test_damaged_checkpoint_state(run_copy, capsys):
+    latest = ckpt.checkpoint_dirs(run_copy)[-1]
+    meta = json.loads((latest / "state.json").read_text())
+    meta["state"] = {"__dict__": [["rng", 5]]}
+    (latest / "state.json").write_text(json.dumps(meta))
+    assert main(["train", "--resume", str(run_copy), "--epochs", "3"]) == 2
+    one_line_error(capsys, "step-00000040")
+
+
+def test_output_that_cannot_be_written(mnist_dir, run_copy, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert main(train_args(mnist_dir, blocker / "run")) == 2  # root ignores chmod; a file in the path stops anyone
+    one_line_error(capsys, "cannot write")
+    assert main(train_args(mnist_dir, blocker)) == 2
+    one_line_error(capsys, "not a directory")
+    assert main(["sample", str(run_copy), "--out", str(blocker / "s.npy")]) == 2
+    one_line_error(capsys, "cannot write")
+    assert blocker.read_text() == "not a folder"
+
+
+def test_existing_output_is_kept_without_overwrite(run_copy, tmp_path, capsys):
+    out = tmp_path / "s.npy"
+    out.write_bytes(b"mine")
+    assert main(["sample", str(run_copy), "--out", str(out)]) == 2
+    one_line_error(capsys, "--overwrite")
+    assert out.read_bytes() == b"mine"
+
+
+def test_full_disk_keeps_the_previous_checkpoint(mnist_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "full"
+    real_fsync = os.fsync
+
+    def fsync(fd):  # the disk fills up once the first checkpoint is on it
+        if ckpt.checkpoint_dirs(out) and stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    assert main(train_args(mnist_dir, out)) == 2
+    one_line_error(capsys, "disk is full", "step-00000014")
+    monkeypatch.undo()
+    [kept] = ckpt.checkpoint_dirs(out)
+    assert kept.name == "step-00000007"
+    assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]
+    ckpt.load_checkpoint(kept, VAE(PRESETS["seed"].model))  # complete and loadable
+
+
+def test_full_disk_keeps_the_previous_model_file(run_copy, monkeypatch):
+    target = run_copy / "model.safetensors"
+    before = target.read_bytes()
+
+    def fsync(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(GenlabError, match="disk is full"):
+        ckpt.save_tensors(target, {"w": torch.zeros(3)})
+    monkeypatch.undo()
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in run_copy.iterdir() if p.name.startswith("."))== []
+
+
+def test_checksum_mismatch_via_cli(mnist_dir, tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(mnist_dir / "t10k-images-idx3-ubyte.gz", data)
+    labels = bytearray(gzip.decompress((mnist_dir / "t10k-labels-idx1-ubyte.gz").read_bytes()))
+    labels[100] = (labels[100] + 1) % 10  # still a valid labels file, but not the official one
+    (data / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(bytes(labels)))
+    assert main(["train", "vae", "--data-dir", str(data), "--split", "test", "--out", str(tmp_path / "r")]) == 2
+    one_line_error(capsys, "checksum mismatch")
+    assert not (tmp_path / "r").exists()
