@@ -103,10 +103,10 @@ def reference_images_per_second(images: torch.Tensor, batch_size: int, seconds: 
 
 # -- genlab -------------------------------------------------------------------------------------------
 def genlab_train_images_per_second(family: str, preset: str, data, batch_size: int | None,
-                                   seconds: float) -> tuple[float, int]:
+                                   seconds: float, **train_overrides) -> tuple[float, int]:
     p = get_preset(family, preset)
     train_cfg = {**dataclasses.asdict(TrainConfig()), **p.train, "epochs": 1000, "log_every": 10**9,
-                 "checkpoint_every": 10**9, "max_minutes": seconds / 60}
+                 "checkpoint_every": 10**9, "max_minutes": seconds / 60, **train_overrides}
     if batch_size:
         train_cfg["batch_size"] = batch_size
     run = RunConfig(family, preset, p.model, DataConfig("fashion-mnist", "train"), TrainConfig(**train_cfg))
@@ -115,13 +115,20 @@ def genlab_train_images_per_second(family: str, preset: str, data, batch_size: i
     return result.images_per_second, run.train.batch_size
 
 
-def sampling_images_per_second(family: str, preset: str, n: int = 10_000) -> float:
-    model = build_model(family, get_preset(family, preset).model).eval()
-    g = torch.Generator().manual_seed(0)
+def sampling_images_per_second(family: str, preset: str, n: int = 10_000, device: str = "cpu") -> float:
+    model = build_model(family, get_preset(family, preset).model).to(device).eval()
+    g = torch.Generator(device=device).manual_seed(0)
     generate(model, 256, generator=g)  # warm-up
+    _sync(device)
     t0 = time.perf_counter()
     generate(model, n, generator=g)
+    _sync(device)
     return n / (time.perf_counter() - t0)
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
@@ -144,20 +151,29 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0, help="timed seconds per measurement")
     ap.add_argument("--presets", default=DEFAULT_PRESETS)
     ap.add_argument("--data-dir", default=None, help="Fashion-MNIST folder (default: genlab's lookup)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16 autocast (GPU)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the networks")
+    ap.add_argument("--no-reference", action="store_true", help="skip the pytorch/examples comparison")
     args = ap.parse_args()
+    overrides = {"device": args.device, "precision": args.precision, "compile": args.compile}
 
     data = load_dataset("fashion-mnist", "train", data_dir=args.data_dir)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, Fashion-MNIST train "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
+          f"{args.precision}{', compiled' if args.compile else ''}, Fashion-MNIST train "
           f"({data.images.shape[0]} images), {args.seconds:.0f} s per measurement\n")
     print(f"{'preset':<12} {'batch':>6} {'train img/s':>12} {'sample img/s':>13}")
     for item in args.presets.split(","):
         family, preset = item.split(":")
         try:
-            ips, batch = genlab_train_images_per_second(family, preset, data, None, args.seconds)
+            ips, batch = genlab_train_images_per_second(family, preset, data, None, args.seconds, **overrides)
         except Exception as e:  # a family not installed yet is reported, not fatal
             print(f"{item:<12} skipped: {e}")
             continue
-        print(f"{item:<12} {batch:>6} {ips:>12,.0f} {sampling_images_per_second(family, preset):>13,.0f}")
+        sps = sampling_images_per_second(family, preset, device=args.device)
+        print(f"{item:<12} {batch:>6} {ips:>12,.0f} {sps:>13,.0f}")
+    if args.no_reference:
+        return
 
     peak = matmul_peak_gflops()
     print(f"\nfp32 matmul peak (2048x2048): {peak:,.1f} GFLOP/s")
@@ -165,7 +181,7 @@ def main() -> None:
           f"{'ratio':>6} {'GFLOP/s':>8} {'% peak':>7}")
     for batch in (128, 512):
         ref = reference_images_per_second(data.images, batch, args.seconds)
-        ours, _ = genlab_train_images_per_second("vae", "mlp", data, batch, args.seconds)
+        ours, _ = genlab_train_images_per_second("vae", "mlp", data, batch, args.seconds, **overrides)
         gflops = ours * mlp_vae_training_flops_per_image() / 1e9
         print(f"{'':<28} {batch:>6} {ours:>13,.0f} {ref:>16,.0f} {ours / ref:>6.2f} {gflops:>8.1f} "
               f"{100 * gflops / peak:>6.1f}%")

@@ -62,3 +62,15 @@ def isolated_data_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
     monkeypatch.setattr(urllib.request, "urlopen", no_network)
     return root
+
+
+# Tests run many tiny steps; on a 2-core machine shared with other processes,
+# two intra-op threads spin against each other and a step can take 30x longer.
+# One thread keeps the suite fast and steady (subprocesses inherit the variable).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+try:
+    import torch as _torch
+
+    _torch.set_num_threads(1)
+except ImportError:  # pragma: no cover
+    pass

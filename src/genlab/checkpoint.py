@@ -40,6 +40,15 @@ CONFIG_FILE = "config.json"
 
 
 # -- atomic files ---------------------------------------------------------------
+def _default_file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _default_file_mode()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
     path = Path(path)
@@ -49,6 +58,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except OSError as e:
         raise GenlabError(f"cannot write {path}: {e.strerror or e}") from None
     try:
+        os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600; outputs should read like any other file
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

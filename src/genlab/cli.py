@@ -42,6 +42,7 @@ TRAIN_FLAGS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "--sample-every": ("sample_every", int),
     "--max-steps": ("max_steps", int),
     "--max-minutes": ("max_minutes", float),
+    "--precision": ("precision", str),
 }
 
 

@@ -72,12 +72,14 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimiser steps (smoke runs, benchmarks)
     max_minutes: float | None = None  # stop after this wall-clock budget, at a step boundary
     compile: bool = False  # torch.compile the networks (pays a start-up cost)
+    precision: str = "fp32"  # "bf16": autocast matrix work to bfloat16 (GPUs; weights stay fp32)
 
     def validate(self) -> None:
         _check_types(self, {"epochs": _INT, "batch_size": _INT, "lr": _NUM, "seed": _INT, "device": (str,),
                             "log_every": _INT, "checkpoint_every": _INT, "keep_checkpoints": _INT,
                             "grad_clip": _NUM, "on_nonfinite": (str,), "sample_every": _INT,
-                            "max_steps": _INT, "max_minutes": _NUM, "compile": (bool,)},
+                            "max_steps": _INT, "max_minutes": _NUM, "compile": (bool,),
+                            "precision": (str,)},
                      {"grad_clip", "max_steps", "max_minutes"}, "train")
         require(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")
         require(self.batch_size >= 1, f"train.batch_size must be >= 1, got {self.batch_size}")
@@ -94,6 +96,7 @@ class TrainConfig:
         require(self.sample_every >= 0, "train.sample_every must be >= 0")
         require(self.max_steps is None or self.max_steps >= 1, "train.max_steps must be >= 1")
         require(self.max_minutes is None or self.max_minutes > 0, "train.max_minutes must be > 0")
+        require(self.precision in ("fp32", "bf16"), f"train.precision must be fp32 or bf16, got {self.precision!r}")
 
 
 def _name(key: Any) -> str:

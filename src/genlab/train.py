@@ -309,6 +309,7 @@ def train(run: RunConfig, run_dir: Path | None = None, *, resume: bool = False, 
     checkpoint_every = cfg.checkpoint_every or steps_per_epoch
     check_each_step = device.type == "cpu"  # a host read per step is free on CPU, a stall on GPU
     skip_mode = settings.skip_nonfinite
+    bf16 = cfg.precision == "bf16"
     elapsed_before = float(resumed.get("seconds", 0.0))
     skipped = int(resumed.get("skipped", 0))
     t0 = time.perf_counter()
@@ -350,7 +351,8 @@ def train(run: RunConfig, run_dir: Path | None = None, *, resume: bool = False, 
                 y = labels.index_select(0, idx)
                 noise_gen.manual_seed(derive_seed(cfg.seed, "noise", step))
                 ctx = StepContext(step, StepNoise(noise_gen, d.rank, d.world_size), settings)
-                logs = model.train_step(nets, optimizers, x, y, ctx)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    logs = model.train_step(nets, optimizers, x, y, ctx)
                 step += 1
                 if skip_mode and "applied" in logs and not bool(logs["applied"]):
                     skipped += 1  # optimize() already read the loss on the host: no extra stall
@@ -367,6 +369,8 @@ def train(run: RunConfig, run_dir: Path | None = None, *, resume: bool = False, 
                 last = step == total_steps
                 out_of_time = (cfg.max_minutes is not None and not last
                                and (time.perf_counter() - t0) > 60 * cfg.max_minutes)
+                if d.world_size > 1:  # every process must stop at the same step, or the others hang
+                    out_of_time = _agree_to_stop(stop, out_of_time, device)
                 # Not at a signal: the resumed run logs exactly the lines an uninterrupted one would.
                 if step % cfg.log_every == 0 or end_of_epoch or last or out_of_time:
                     record = {"step": step, "epoch": round(step / steps_per_epoch, 4), **averager.pop()}
@@ -390,7 +394,7 @@ def train(run: RunConfig, run_dir: Path | None = None, *, resume: bool = False, 
                     raise Interrupted(f"interrupted by signal {stop['signal']} at step {step}; checkpoint saved. "
                                       f"Continue with: genlab train --resume {run_dir}")
                 if out_of_time:
-                    if d.main:
+                    if d.main and not quiet:
                         print(f"warning: stopped at step {step} of {total_steps}: --max-minutes {cfg.max_minutes} reached; "
                               f"continue with: genlab train --resume {run_dir}", file=sys.stderr)
                     break
@@ -408,6 +412,15 @@ def train(run: RunConfig, run_dir: Path | None = None, *, resume: bool = False, 
     if d.world_size > 1:
         dist.barrier()
     return TrainResult(run_dir, step, step / steps_per_epoch, seconds, images_done / max(seconds, 1e-9), summary)
+
+
+def _agree_to_stop(stop: dict[str, int], out_of_time: bool, device: torch.device) -> bool:
+    """All-reduce (max) the stop flags so a signal or time-out seen by one process stops all."""
+    flags = torch.tensor([float(bool(stop)), float(out_of_time)], device=device)
+    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    if flags[0] > 0:
+        stop.setdefault("signal", signal.SIGTERM)
+    return bool(flags[1] > 0)
 
 
 def _main_loss(logs: dict[str, Tensor]) -> Tensor:

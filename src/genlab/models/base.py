@@ -170,10 +170,11 @@ def optimize(loss: Tensor, optimizer: torch.optim.Optimizer, params: list[Tensor
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = None
-    if settings.grad_clip is not None:
+    if settings.grad_clip is not None or settings.skip_nonfinite:
         if params is None:
             params = [p for g in optimizer.param_groups for p in g["params"]]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+        # max_norm=inf measures the norm without scaling: how skip mode sees a NaN gradient
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.grad_clip or float("inf"))
     if settings.skip_nonfinite:
         bad = not bool(torch.isfinite(loss)) or (grad_norm is not None and not bool(torch.isfinite(grad_norm)))
         if bad:
@@ -188,7 +189,7 @@ def optimize(loss: Tensor, optimizer: torch.optim.Optimizer, params: list[Tensor
 def config_from_dict(cls: type, values: Mapping[str, Any], where: str) -> Any:
     """Build dataclass ``cls`` from a dict, refusing unknown keys and wrong types."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
+    unknown = sorted(map(str, set(values) - set(fields)))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; "
                           f"valid keys: {', '.join(sorted(fields))}")
@@ -203,11 +204,13 @@ def _coerce(value: Any, field: dataclasses.Field, where: str) -> Any:
         default = field.default_factory()  # type: ignore[misc]
     if isinstance(default, tuple) and isinstance(value, list):
         return tuple(value)
-    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, bool) and not isinstance(default, bool) and default is not None:
+        raise ConfigError(f"{where}.{field.name} must be {type(default).__name__}, got {value!r}")
+    if isinstance(default, float) and isinstance(value, int):
         return float(value)
     if default is not None and value is not None and not isinstance(value, type(default)):
         if not (isinstance(default, float) and isinstance(value, int)):
-            raise ConfigError(f"{where}: {field.name} must be {type(default).__name__}, "
+            raise ConfigError(f"{where}.{field.name} must be {type(default).__name__}, "
                               f"got {value!r}")
     return value
 
