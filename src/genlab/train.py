@@ -394,7 +394,7 @@ def train(run: RunConfig, run_dir: Path | None = None, *, resume: bool = False, 
                     raise Interrupted(f"interrupted by signal {stop['signal']} at step {step}; checkpoint saved. "
                                       f"Continue with: genlab train --resume {run_dir}")
                 if out_of_time:
-                    if d.main and not quiet:
+                    if d.main:
                         print(f"warning: stopped at step {step} of {total_steps}: --max-minutes {cfg.max_minutes} reached; "
                               f"continue with: genlab train --resume {run_dir}", file=sys.stderr)
                     break
