@@ -54,7 +54,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from ..errors import ConfigError
-from .base import GenerativeModel, Preset, StepContext, TrainSettings, optimize, require
+from .base import GenerativeModel, Preset, StepContext, TrainSettings, adam, optimize, require
 
 LOSSES = ("ns", "minimax", "hinge", "lsgan", "wgan-gp")
 N_FIXED = 64  # latent vectors in the progress batch: an 8 x 8 grid
@@ -335,8 +335,8 @@ class GAN(GenerativeModel):
     def configure_optimizers(self, settings: TrainSettings) -> dict[str, torch.optim.Optimizer]:
         betas = tuple(self.config.betas)
         return {
-            "generator": torch.optim.Adam(self.generator.parameters(), lr=settings.lr, betas=betas),
-            "discriminator": torch.optim.Adam(self.discriminator.parameters(),
+            "generator": adam(self.generator.parameters(), lr=settings.lr, betas=betas),
+            "discriminator": adam(self.discriminator.parameters(),
                                               lr=settings.lr * self.config.d_lr_mult, betas=betas),
         }
 

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import GenerativeModel, Preset, StepContext, TrainSettings, optimize, require
+from .base import GenerativeModel, Preset, StepContext, TrainSettings, adam, optimize, require
 
 LIKELIHOODS = ("mse", "bernoulli", "gaussian")
 
@@ -229,7 +229,7 @@ class VAE(GenerativeModel):
         return {"vae": self}
 
     def configure_optimizers(self, settings: TrainSettings) -> dict[str, torch.optim.Optimizer]:
-        return {"vae": torch.optim.Adam(self.parameters(), lr=settings.lr)}
+        return {"vae": adam(self.parameters(), lr=settings.lr)}
 
     def beta_at(self, step: int) -> float:
         """KL weight at a step: linear warm-up from 0 to beta over kl_warmup_steps."""
