@@ -429,7 +429,9 @@ def test_two_gloo_processes_match_one_process(mnist_dir: Path, tmp_path: Path) -
     one, two = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
     assert one.keys() == two.keys()
     for k in one:
-        torch.testing.assert_close(one[k], two[k], atol=1e-5, rtol=1e-4, msg=k)
+        # Adam turns a gradient of ~1e-9 (round-off where the true gradient is ~0) into a full
+        # lr-sized step of either sign, so weights may differ by a few lr (1e-4) after 15 updates.
+        torch.testing.assert_close(one[k], two[k], atol=5e-4, rtol=1e-3, msg=k)
     for run in ("one", "two"):
         assert (tmp_path / run / "progress" / "step-000003.png").is_file()
         assert {"diversity", "warnings"} <= set(json.loads((tmp_path / run / "summary.json").read_text()))
