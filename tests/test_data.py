@@ -505,3 +505,19 @@ def test_format_status_table_aligns_columns() -> None:
     assert lines[2].split() == ["fashion-mnist", "train", "labels", "missing", "-"]
     starts = {line.index(word) for line, word in zip(lines, ("status", "ok", "missing"))}
     assert len(starts) == 1
+
+
+def test_a_data_dir_of_another_dataset_is_passed_over(isolated_data_env, mnist_dir, fashion_dir):
+    """MNIST and Fashion-MNIST share file names: a --data-dir holding MNIST must not shadow
+    Fashion-MNIST found later in the lookup (and vice versa it still serves MNIST)."""
+    system = isolated_data_env / "system" / "fashion-mnist"
+    system.mkdir(parents=True)
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (system / name).write_bytes((fashion_dir / name).read_bytes())
+    fashion = data.load_dataset("fashion-mnist", "test", data_dir=mnist_dir, download=False)
+    assert fashion.sources["images"].startswith(str(system)) and fashion.verified["images"] == "ok"
+    mnist = data.load_dataset("mnist", "test", data_dir=mnist_dir, download=False)
+    assert mnist.sources["images"].startswith(str(mnist_dir))
+    rows = {(r["dataset"], r["split"], r["role"]): r for r in data.dataset_status(data_dir=mnist_dir)}
+    assert rows[("fashion-mnist", "test", "images")]["status"] == "ok"
+    assert rows[("mnist", "test", "images")]["status"] == "ok"

@@ -363,13 +363,27 @@ def search_dirs(name: str, data_dir: str | os.PathLike[str] | None = None) -> li
 
 
 def find_file(spec: FileSpec, dirs: Sequence[Path]) -> Path | None:
-    """First existing copy of the file, gzipped or raw, in ``dirs`` order."""
-    for directory in dirs:
-        for filename in (spec.filename, spec.raw_filename):
-            candidate = directory / filename
-            if candidate.is_file():
+    """First copy of the file, gzipped or raw, in ``dirs`` order, that is not a checksum mismatch.
+
+    MNIST and Fashion-MNIST use the same file names, so a ``--data-dir`` holding
+    one dataset's files also "holds" the other's: a copy whose checksum proves it
+    is another file is passed over for a later one. When every copy mismatches,
+    the first is returned, so that loading reports the mismatch.
+    """
+    candidates = [directory / filename for directory in dirs
+                  for filename in (spec.filename, spec.raw_filename) if (directory / filename).is_file()]
+    if len(candidates) > 1:
+        for candidate in candidates:
+            if _safe_status(candidate, spec) != "mismatch":
                 return candidate
-    return None
+    return candidates[0] if candidates else None
+
+
+def _safe_status(path: Path, spec: FileSpec) -> str:
+    try:
+        return check_file(path, spec).status
+    except DataError:
+        return "mismatch"
 
 
 def find_split(name: str, split: str, dirs: Sequence[Path]) -> dict[str, Path | None]:
