@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import nn
+
+from reference_vae import ExamplesVAE, PerItemDataset, examples_loss
 
 from genlab.config import DataConfig, RunConfig, TrainConfig
 from genlab.data import load_dataset
@@ -31,57 +31,12 @@ from genlab.train import train
 DEFAULT_PRESETS = "vae:seed,vae:mlp,vae:conv,gan:seed,gan:dcgan"
 
 
-# -- the reference: pytorch/examples vae/main.py, written out ------------------------------------
-class ExamplesVAE(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc1 = nn.Linear(784, 400)
-        self.fc21 = nn.Linear(400, 20)
-        self.fc22 = nn.Linear(400, 20)
-        self.fc3 = nn.Linear(20, 400)
-        self.fc4 = nn.Linear(400, 784)
-
-    def encode(self, x):
-        h1 = F.relu(self.fc1(x))
-        return self.fc21(h1), self.fc22(h1)
-
-    def reparameterize(self, mu, logvar):
-        std = torch.exp(0.5 * logvar)
-        return mu + torch.randn_like(std) * std
-
-    def decode(self, z):
-        return torch.sigmoid(self.fc4(F.relu(self.fc3(z))))
-
-    def forward(self, x):
-        mu, logvar = self.encode(x.view(-1, 784))
-        z = self.reparameterize(mu, logvar)
-        return self.decode(z), mu, logvar
-
-
-def examples_loss(recon_x, x, mu, logvar):
-    bce = F.binary_cross_entropy(recon_x, x.view(-1, 784), reduction="sum")
-    kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
-    return bce + kld
-
-
-class PerItemImages(torch.utils.data.Dataset):
-    """What torchvision's MNIST + ToTensor hands the loader: one float tensor per item."""
-
-    def __init__(self, images_uint8: torch.Tensor):
-        self.images = images_uint8
-
-    def __len__(self):
-        return self.images.shape[0]
-
-    def __getitem__(self, i):
-        return self.images[i].float().div(255), 0
-
-
+# -- the reference: pytorch/examples vae/main.py (benchmarks/reference_vae.py) ---------------------
 def reference_images_per_second(images: torch.Tensor, batch_size: int, seconds: float) -> float:
     torch.manual_seed(0)
     model = ExamplesVAE()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loader = torch.utils.data.DataLoader(PerItemImages(images), batch_size=batch_size, shuffle=True)
+    loader = torch.utils.data.DataLoader(PerItemDataset(images), batch_size=batch_size, shuffle=True)
     model.train()
     done, t0, warm = 0, None, 3
     while True:

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reference_vae import ExamplesVAE, PerItemDataset, examples_loss
+
 from genlab.config import DataConfig, RunConfig, TrainConfig
 from genlab.data import load_dataset
 from genlab.models import get_preset
@@ -40,54 +42,7 @@ from genlab.train import train
 BIG = 10**9  # "no limit" for epochs and checkpoint spacing: the wall-clock budget stops training
 
 
-# -- the reference: pytorch/examples vae/main.py ----------------------------------------------------
-class ExamplesVAE(nn.Module):
-    """pytorch/examples' VAE, layer for layer."""
-
-    def __init__(self):
-        super().__init__()
-        self.fc1 = nn.Linear(784, 400)
-        self.fc21 = nn.Linear(400, 20)
-        self.fc22 = nn.Linear(400, 20)
-        self.fc3 = nn.Linear(20, 400)
-        self.fc4 = nn.Linear(400, 784)
-
-    def encode(self, x):
-        h1 = F.relu(self.fc1(x))
-        return self.fc21(h1), self.fc22(h1)
-
-    def reparameterize(self, mu, logvar):
-        std = torch.exp(0.5 * logvar)
-        return mu + torch.randn_like(std) * std
-
-    def decode(self, z):
-        return torch.sigmoid(self.fc4(F.relu(self.fc3(z))))
-
-    def forward(self, x):
-        mu, logvar = self.encode(x.view(-1, 784))
-        z = self.reparameterize(mu, logvar)
-        return self.decode(z), mu, logvar
-
-
-def examples_loss(recon_x, x, mu, logvar):
-    bce = F.binary_cross_entropy(recon_x, x.view(-1, 784), reduction="sum")
-    kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
-    return bce + kld
-
-
-class PerItemDataset(torch.utils.data.Dataset):
-    """What torchvision's MNIST + ToTensor hands the DataLoader: one float image at a time."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
-        self.images, self.labels = images, labels
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        return self.images[i].float().div(255), int(self.labels[i])
-
-
+# -- the reference: pytorch/examples vae/main.py (benchmarks/reference_vae.py) ---------------------
 def train_reference(data, minutes: float, device: torch.device, seed: int) -> dict:
     torch.manual_seed(seed)
     model = ExamplesVAE().to(device)
