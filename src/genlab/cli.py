@@ -46,6 +46,33 @@ TRAIN_FLAGS: dict[str, tuple[str, Callable[[str], Any]]] = {
 }
 
 
+FLAG_HELP = {
+    "--latent-dim": "size of z",
+    "--beta": "KL weight (VAE): loss = recon + beta * KL",
+    "--recon-reduction": "VAE: 'sum' over pixels (the ELBO) or 'mean' (the tutorial listing)",
+    "--likelihood": "VAE decoder: bernoulli | mse | gaussian (learned scale)",
+    "--arch": "VAE: mlp | conv; GAN: mlp | dcgan",
+    "--kl-warmup-steps": "VAE: raise beta linearly from 0 over this many steps",
+    "--loss": "GAN: ns | minimax | hinge | lsgan | wgan-gp",
+    "--d-steps": "GAN: discriminator steps per generator step",
+    "--ema-decay": "GAN: EMA of the generator's weights for sampling (0 = off)",
+    "--epochs": "passes over the training split",
+    "--batch-size": "global batch (split over torchrun processes)",
+    "--lr": "learning rate (GANs: the generator's; D's is lr * model.d_lr_mult)",
+    "--seed": "one seed for weights, data order and noise (default 0)",
+    "--device": "auto | cpu | cuda | cuda:N",
+    "--log-every": "steps between metrics.jsonl lines",
+    "--checkpoint-every": "steps between resumable checkpoints (0 = each epoch)",
+    "--keep-checkpoints": "how many checkpoints to keep",
+    "--grad-clip": "clip the gradient norm to this value",
+    "--on-nonfinite": "stop (error naming the step) | skip (drop that step's update)",
+    "--sample-every": "GANs: steps between progress grids (0 = family default)",
+    "--max-steps": "stop after this many optimiser steps",
+    "--max-minutes": "stop after this wall-clock budget (a checkpoint is written)",
+    "--precision": "fp32 | bf16 (autocast)",
+}
+
+
 def _dest(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_")
 
@@ -193,8 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the networks (slower start)")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="set any config field, e.g. --set model.hidden=[512,256] (repeatable)")
-    for flag, (_, typ) in {**MODEL_FLAGS, **TRAIN_FLAGS}.items():
-        p.add_argument(flag, type=typ, default=None, dest=_dest(flag))
+    for flag, (field, typ) in {**MODEL_FLAGS, **TRAIN_FLAGS}.items():
+        section = "model" if flag in MODEL_FLAGS else "train"
+        p.add_argument(flag, type=typ, default=None, dest=_dest(flag), metavar=typ.__name__.upper(),
+                       help=FLAG_HELP.get(flag, f"sets {section}.{field} (default: the preset's)"))
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="draw samples from a trained run")
