@@ -482,3 +482,20 @@ def test_checksum_mismatch_via_cli(mnist_dir, tmp_path, capsys):
     assert main(["train", "vae", "--data-dir", str(data), "--split", "test", "--out", str(tmp_path / "r")]) == 2
     one_line_error(capsys, "checksum mismatch")
     assert not (tmp_path / "r").exists()
+
+
+def test_resume_is_bit_identical_for_a_channels_last_conv_gan(mnist_dir, tmp_path):
+    """DCGAN trains in channels_last; its optimiser moments must be restored in that layout."""
+    from genlab.cli import main
+
+    def run(out, steps, *extra):
+        args = ["train", "gan", "--preset", "dcgan", "--dataset", "mnist", "--data-dir", str(mnist_dir),
+                "--split", "test", "--batch-size", "32", "--set", "model.width=8", "--checkpoint-every", "6",
+                "--max-steps", str(steps), "--quiet", *extra]
+        assert main(args + ["--out", str(out)] if not extra else args) == 0
+
+    run(tmp_path / "straight", 12)
+    run(tmp_path / "stopped", 6)
+    assert main(["train", "--resume", str(tmp_path / "stopped"), "--max-steps", "12", "--quiet"]) == 0
+    assert (tmp_path / "straight" / "model.safetensors").read_bytes() == \
+        (tmp_path / "stopped" / "model.safetensors").read_bytes()

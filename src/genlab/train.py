@@ -287,6 +287,8 @@ def train(run: RunConfig, run_dir: Path | None = None, *, resume: bool = False, 
 
     set_seed(cfg.seed)
     model = build_model(run.family, run.model).to(device)
+    layout = model.memory_format
+    model = model.to(memory_format=layout)
     settings = TrainSettings(lr=cfg.lr, grad_clip=cfg.grad_clip, skip_nonfinite=cfg.on_nonfinite == "skip")
     optimizers = model.configure_optimizers(settings)
     averager = Averager()
@@ -347,7 +349,7 @@ def train(run: RunConfig, run_dir: Path | None = None, *, resume: bool = False, 
                     perm, perm_epoch = torch.randperm(n, generator=g).to(device), epoch
                 lo = i * global_batch + d.rank * local_batch
                 idx = perm[lo : lo + local_batch]
-                x = images.index_select(0, idx).float().div_(255)
+                x = images.index_select(0, idx).float().div_(255).contiguous(memory_format=layout)
                 y = labels.index_select(0, idx)
                 noise_gen.manual_seed(derive_seed(cfg.seed, "noise", step))
                 ctx = StepContext(step, StepNoise(noise_gen, d.rank, d.world_size), settings)
@@ -537,12 +539,28 @@ def _restore(path: Path, model: GenerativeModel, optimizers: dict[str, torch.opt
     try:
         for k, opt in optimizers.items():
             opt.load_state_dict(saved[k])
+            _match_param_layout(opt)
         averager.load(state["metrics"])
     except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as e:
         raise CheckpointError(f"{path}: training state does not fit this model: {e}") from None
     if not isinstance(state.get("rng"), dict):
         raise CheckpointError(f"{path}: no random-number-generator states")
     return state
+
+
+def _match_param_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give loaded moment tensors their parameter's strides (e.g. channels_last).
+
+    Safetensors stores dense row-major tensors. With moments in another layout
+    than their channels_last parameters, the fused Adam step of a resumed DCGAN
+    came out different from the uninterrupted run's (weights apart by up to 4e-3
+    after 10 steps); with matching layouts the two are bit-identical.
+    """
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for key, value in optimizer.state.get(p, {}).items():
+                if isinstance(value, Tensor) and value.shape == p.shape and value.stride() != p.stride():
+                    optimizer.state[p][key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):

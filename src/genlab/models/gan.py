@@ -329,6 +329,10 @@ class GAN(GenerativeModel):
         self._warnings: list[str] = []
 
     # -- GenerativeModel interface --------------------------------------------------------
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.config.arch == "dcgan" else torch.contiguous_format
+
     def networks(self) -> dict[str, nn.Module]:
         return {"generator": self.generator, "discriminator": self.discriminator}
 

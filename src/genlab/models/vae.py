@@ -137,6 +137,10 @@ class VAE(GenerativeModel):
         if config.likelihood == "gaussian":
             self.log_scale = nn.Parameter(torch.zeros(self.n_pixels))
 
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.config.arch == "conv" else torch.contiguous_format
+
     # -- the three steps of the model ----------------------------------------
     def encode(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Posterior q(z|x) as (z_mean, z_log_var), each (B, D)."""
