@@ -13,11 +13,13 @@ genlab's achieved training GFLOP/s against the fp32 matmul peak measured here
 from __future__ import annotations
 
 import argparse
+import os
 import dataclasses
 import tempfile
 import time
 from pathlib import Path
 
+import genlab
 import torch
 
 from reference_vae import ExamplesVAE, PerItemDataset, examples_loss
@@ -114,7 +116,8 @@ def main() -> None:
     overrides = {"device": args.device, "precision": args.precision, "compile": args.compile}
 
     data = load_dataset("fashion-mnist", "train", data_dir=args.data_dir)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
+    print(f"genlab {genlab.__version__}, torch {torch.__version__}, {torch.get_num_threads()} threads "
+          f"(OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}), device {args.device}, "
           f"{args.precision}{', compiled' if args.compile else ''}, Fashion-MNIST train "
           f"({data.images.shape[0]} images), {args.seconds:.0f} s per measurement\n")
     print(f"{'preset':<12} {'batch':>6} {'train img/s':>12} {'sample img/s':>13}")
@@ -136,10 +139,12 @@ def main() -> None:
           f"{'ratio':>6} {'GFLOP/s':>8} {'% peak':>7}")
     for batch in (128, 512):
         ref = reference_images_per_second(data.images, batch, args.seconds)
-        ours, _ = genlab_train_images_per_second("vae", "mlp", data, batch, args.seconds, **overrides)
-        gflops = ours * mlp_vae_training_flops_per_image() / 1e9
-        print(f"{'':<28} {batch:>6} {ours:>13,.0f} {ref:>16,.0f} {ours / ref:>6.2f} {gflops:>8.1f} "
-              f"{100 * gflops / peak:>6.1f}%")
+        for precision in dict.fromkeys([args.precision, "bf16"]):  # bf16: autocast, fp32 weights
+            ours, _ = genlab_train_images_per_second("vae", "mlp", data, batch, args.seconds,
+                                                     **{**overrides, "precision": precision})
+            gflops = ours * mlp_vae_training_flops_per_image() / 1e9
+            print(f"{'  genlab ' + precision:<28} {batch:>6} {ours:>13,.0f} {ref:>16,.0f} {ours / ref:>6.2f} "
+                  f"{gflops:>8.1f} {100 * gflops / peak:>6.1f}%")
 
 
 if __name__ == "__main__":
