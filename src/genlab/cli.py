@@ -138,7 +138,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             train=config_from_dict(TrainConfig, train_cfg, "train"),
         )
         result = train(run, Path(args.out) if args.out else None, overwrite=args.overwrite, quiet=args.quiet)
-    if not args.quiet:
+    if not args.quiet and result.seconds > 0:  # 0: a finished run was resumed and left as it was
         print(f"trained {result.steps} steps ({result.epochs:.2f} epochs) in {result.seconds:.1f}s, "
               f"{result.images_per_second:,.0f} images/s -> {result.run_dir}")
     return 0
