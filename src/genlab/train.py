@@ -381,7 +381,7 @@ def train(run: RunConfig, run_dir: Path | None = None, *, resume: bool = False, 
                     record["seconds"] = round(elapsed_before + time.perf_counter() - t0, 3)
                     if not _finite(record):
                         raise diverged(f"the mean loss of steps {last_logged + 1}..{step} is NaN or inf")
-                    if d.main and sample_every and (step % sample_every == 0 or last):
+                    if d.main and sample_every and (step % sample_every == 0 or last or out_of_time):
                         record.update(model.on_progress(step, run_dir))
                     log.write(record)
                     last_logged = step
