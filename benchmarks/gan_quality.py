@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
+from common import BIG, auto_device, warm_up
 from genlab.checkpoint import load_run
 from genlab.config import DataConfig, RunConfig, TrainConfig
 from genlab.data import load_dataset
@@ -41,20 +41,9 @@ from genlab.sample import generate, save_grid
 from genlab.seeding import set_seed
 from genlab.train import train
 
-BIG = 10**9  # "no limit" for epochs and checkpoint spacing: the wall-clock budget stops training
 METRICS = ("fid", "kid", "is", "pr", "ks", "modes")  # everything but memorisation (slow, not a quality figure)
 
 
-def _auto() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def warm_up(device: str) -> None:
-    """Pay one-time costs (Adam's first step imports torch._dynamo, ~2 s) before any budget starts."""
-    w = torch.zeros(4, device=device, requires_grad=True)
-    opt = torch.optim.Adam([w], lr=1e-3)
-    F.binary_cross_entropy_with_logits(w, torch.ones(4, device=device)).backward()
-    opt.step()
 
 
 def parse_presets(text: str) -> list[tuple[str, str]]:
@@ -96,7 +85,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     presets = parse_presets(args.presets)
-    device = _auto() if args.device == "auto" else args.device
+    device = auto_device() if args.device == "auto" else args.device
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = load_dataset(args.dataset, "train", data_dir=args.data_dir)

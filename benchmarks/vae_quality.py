@@ -32,6 +32,7 @@ from torch import nn
 
 from reference_vae import ExamplesVAE, PerItemDataset, examples_loss
 
+from common import BIG, auto_device, warm_up
 from genlab.config import DataConfig, RunConfig, TrainConfig
 from genlab.data import load_dataset
 from genlab.models import get_preset
@@ -39,7 +40,6 @@ from genlab.nll import evaluate_vae
 from genlab.seeding import set_seed
 from genlab.train import train
 
-BIG = 10**9  # "no limit" for epochs and checkpoint spacing: the wall-clock budget stops training
 
 
 # -- the reference: pytorch/examples vae/main.py (benchmarks/reference_vae.py) ---------------------
@@ -99,20 +99,10 @@ def train_genlab(preset: str, data, test, minutes: float, device: str, seed: int
     result = train(run, out / preset, overwrite=True, quiet=True, data=data, heldout=test)
     from genlab.checkpoint import load_run
 
-    model, _ = load_run(out / preset, device=device if device != "auto" else _auto())
+    model, _ = load_run(out / preset, device=device if device != "auto" else auto_device())
     return {"model": model, "epochs": result.epochs, "images_per_second": result.images_per_second}
 
 
-def _auto() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def warm_up(device: str) -> None:
-    """Pay one-time costs (Adam's first step imports torch._dynamo, ~2 s) before any budget starts."""
-    w = torch.zeros(4, device=device, requires_grad=True)
-    opt = torch.optim.Adam([w], lr=1e-3)
-    F.binary_cross_entropy_with_logits(w, torch.ones(4, device=device)).backward()
-    opt.step()
 
 
 # -- main ---------------------------------------------------------------------------------------------
@@ -128,7 +118,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="runs/bench-vae-quality", help="where the runs and results.json go")
     args = ap.parse_args(argv)
 
-    device = _auto() if args.device == "auto" else args.device
+    device = auto_device() if args.device == "auto" else args.device
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = load_dataset(args.dataset, "train", data_dir=args.data_dir)
