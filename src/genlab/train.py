@@ -434,7 +434,9 @@ def _all_finite(t: Tensor) -> bool:
 
 
 def _weights_finite(model: torch.nn.Module) -> bool:
-    return all(_all_finite(p) for p in model.parameters() if p.is_floating_point())
+    """One host read for all parameters (this runs every step on CPU), not one per tensor."""
+    flags = [torch.isfinite(p).all() for p in model.parameters() if p.is_floating_point()]
+    return bool(torch.stack(flags).all()) if flags else True
 
 
 def _check_weights(model: torch.nn.Module, checked: int, step: int, last_saved: Path | None) -> None:
