@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import torch
 import torch.nn.functional as F
 
@@ -18,3 +20,15 @@ def warm_up(device: str) -> None:
     opt = torch.optim.Adam([w], lr=1e-3)
     F.binary_cross_entropy_with_logits(w, torch.ones(4, device=device)).backward()
     opt.step()
+
+
+def budget_parser(doc: str, *, minutes: float, out: str) -> argparse.ArgumentParser:
+    """The options every fixed-budget quality benchmark takes; each script adds its own."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--minutes", type=float, default=minutes, help=f"training budget per model (default {minutes:g})")
+    ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--data-dir")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=out, help=f"where the runs and results.json go (default {out})")
+    return ap

@@ -22,7 +22,6 @@ model; the genlab runs stay in OUT/<family>-<preset>/ for ``genlab evaluate`` / 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from common import BIG, auto_device, warm_up
+from common import BIG, auto_device, budget_parser, warm_up
 from genlab.checkpoint import load_run
 from genlab.config import DataConfig, RunConfig, TrainConfig
 from genlab.data import load_dataset
@@ -72,16 +71,10 @@ def train_one(family: str, preset: str, data, test, minutes: float, device: str,
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = budget_parser(__doc__, minutes=15.0, out="runs/bench-gan-quality")
     ap.add_argument("--presets", default="gan:seed,gan:dcgan,gan:hinge-sn,vae:seed",
                     help="comma-separated FAMILY:PRESET list (default gan:seed,gan:dcgan,gan:hinge-sn,vae:seed)")
-    ap.add_argument("--minutes", type=float, default=15.0, help="training budget per model (default 15)")
     ap.add_argument("-n", type=int, default=10_000, help="samples drawn and scored per model (default 10000)")
-    ap.add_argument("--dataset", default="fashion-mnist")
-    ap.add_argument("--data-dir")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="runs/bench-gan-quality", help="where the runs, grids and results.json go")
     args = ap.parse_args(argv)
 
     presets = parse_presets(args.presets)

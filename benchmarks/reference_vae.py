@@ -3,8 +3,10 @@ that genlab's benchmarks measure themselves against, in the same process and the
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 
@@ -43,8 +45,31 @@ def examples_loss(recon_x, x, mu, logvar):
     return bce + kld
 
 
+class TorchvisionMNIST(torch.utils.data.Dataset):
+    """What pytorch/examples' ``datasets.MNIST(..., transform=transforms.ToTensor())`` hands its DataLoader.
+
+    ``__getitem__`` is torchvision 0.28's ``MNIST.__getitem__`` (a PIL "L" image from the uint8
+    array) followed by its ``to_tensor`` (a copy to a uint8 tensor, HWC -> CHW, float / 255), written
+    out because torchvision's PyPI wheel does not import against this machine's CPU build of torch.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None):
+        self.data = images[:, 0]  # (N, 28, 28) uint8, as torchvision stores MNIST
+        self.targets = labels if labels is not None else torch.zeros(len(images), dtype=torch.long)
+
+    def __len__(self):
+        return self.data.shape[0]
+
+    def __getitem__(self, index):
+        img, target = self.data[index], int(self.targets[index])
+        pic = Image.fromarray(img.numpy())  # mode "L" for 2-D uint8 (torchvision passes mode="L" before Pillow 11.3)
+        t = torch.from_numpy(np.array(pic, np.uint8, copy=True))
+        t = t.view(pic.size[1], pic.size[0], 1).permute((2, 0, 1)).contiguous()
+        return t.to(dtype=torch.get_default_dtype()).div(255), target
+
+
 class PerItemDataset(torch.utils.data.Dataset):
-    """What torchvision's MNIST + ToTensor hands the DataLoader: one float image at a time."""
+    """A leaner per-item Dataset than torchvision's: indexes an in-memory uint8 tensor, no PIL."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None):
         self.images, self.labels = images, labels

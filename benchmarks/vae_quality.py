@@ -5,8 +5,9 @@
 
 All three train on the full Fashion-MNIST train split, dynamically binarised (each step sees
 x ~ Bernoulli(intensity), as in the IWAE paper), for the same wall-clock budget each. The
-reference is pytorch/examples' ``vae/main.py`` written out below as that script has it: a
-per-item ``torch.utils.data.Dataset`` -> ``DataLoader(batch 128, shuffle)`` -> 784-400-20 MLP
+reference is pytorch/examples' ``vae/main.py`` written out as that script has it: torchvision's
+per-item MNIST + ``ToTensor`` (``reference_vae.TorchvisionMNIST``) -> ``DataLoader(batch 128,
+shuffle)`` -> 784-400-20 MLP
 (fc1/fc21/fc22/fc3/fc4), BCE on sigmoid outputs summed over pixels and batch, Adam 1e-3, with
 the binarisation added for fairness. All three are then evaluated by the same code,
 :func:`genlab.nll.evaluate_vae`, on the first ``--eval-images`` test images binarised with seed 0:
@@ -18,7 +19,6 @@ and writes it to OUT/results.json; the genlab runs stay in OUT/ for ``genlab nll
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reference_vae import ExamplesVAE, PerItemDataset, examples_loss
+from reference_vae import ExamplesVAE, TorchvisionMNIST, examples_loss
 
-from common import BIG, auto_device, warm_up
+from common import BIG, auto_device, budget_parser, warm_up
 from genlab.config import DataConfig, RunConfig, TrainConfig
 from genlab.data import load_dataset
 from genlab.models import get_preset
@@ -47,7 +47,7 @@ def train_reference(data, minutes: float, device: torch.device, seed: int) -> di
     torch.manual_seed(seed)
     model = ExamplesVAE().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loader = torch.utils.data.DataLoader(PerItemDataset(data.images, data.labels), batch_size=128, shuffle=True)
+    loader = torch.utils.data.DataLoader(TorchvisionMNIST(data.images, data.labels), batch_size=128, shuffle=True)
     images, t0, done = 0, time.perf_counter(), False
     model.train()
     while not done:
@@ -107,15 +107,9 @@ def train_genlab(preset: str, data, test, minutes: float, device: str, seed: int
 
 # -- main ---------------------------------------------------------------------------------------------
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--minutes", type=float, default=10.0, help="training budget per model (default 10)")
+    ap = budget_parser(__doc__, minutes=10.0, out="runs/bench-vae-quality")
     ap.add_argument("--eval-images", type=int, default=2000, help="test images evaluated (default 2000)")
     ap.add_argument("--k", type=int, default=1000, help="importance samples per image (default 1000)")
-    ap.add_argument("--dataset", default="fashion-mnist")
-    ap.add_argument("--data-dir")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="runs/bench-vae-quality", help="where the runs and results.json go")
     args = ap.parse_args(argv)
 
     device = auto_device() if args.device == "auto" else args.device

@@ -201,3 +201,35 @@ def test_nll_refuses_a_run_of_another_family(tmp_path, capsys):
     assert f"genlab nll works on VAE runs; {tmp_path} is a gan" in capsys.readouterr().err
     with pytest.raises(GenlabError, match=r"VAE runs; .* is a gan"):
         evaluate_vae(tmp_path)
+
+
+# -- training on the IWAE bound (model.iw_samples) ------------------------------------------------
+def test_iwae_training_loss_is_minus_the_bound_the_evaluation_computes(mlp_run, mnist_dir):
+    """The loss with eps of shape (k, B, D) is -mean L_k, the very figure `genlab nll` reports."""
+    from genlab.checkpoint import load_run
+    from genlab.data import load_dataset
+
+    model, _ = load_run(mlp_run)
+    x = binarize_images(load_dataset("mnist", "test", data_dir=mnist_dir).images[:50])
+    k, d = 64, model.config.latent_dim
+    eps = torch.randn(k, 50, d, generator=_gen(3))
+    with torch.no_grad():
+        loss = float(model(x, None, eps)["loss"])
+    bound = importance_weighted_bound(model, x, k=k, batch_size=50, chunk=k, generator=_gen(3))
+    assert loss == pytest.approx(-float(bound.mean()), rel=1e-5)
+    with torch.no_grad():  # the ELBO loss on the first draw of the same noise is higher (a looser bound)
+        elbo_losses = [float(model(x, None, eps[i])["loss"]) for i in range(k)]
+    assert loss < sum(elbo_losses) / k - 1.0, (loss, sum(elbo_losses) / k)
+
+
+def test_iwae_preset_trains_through_the_cli_and_refuses_a_kl_weight(mnist_dir, tmp_path, capsys):
+    out = tmp_path / "iwae"
+    args = ["train", "vae", "--preset", "mlp", "--dataset", "mnist", "--data-dir", str(mnist_dir), "--split", "test",
+            "--max-steps", "30", "--log-every", "10", "--out", str(out), "--quiet", "--set", "model.iw_samples=5",
+            "--set", "model.binarize=true"]
+    assert main(args) == 0
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [10, 20, 30] and lines[-1]["loss"] < lines[0]["loss"]
+    assert json.loads((out / "config.json").read_text())["model"]["iw_samples"] == 5
+    assert main([*args[:-4], "--set", "model.iw_samples=5", "--set", "model.beta=4", "--overwrite"]) == 2
+    assert "iw_samples" in capsys.readouterr().err

@@ -275,6 +275,39 @@ def test_nan_stops_naming_the_step_and_keeps_the_last_good_checkpoint(mnist_dir,
     assert all(s < 17 for s in logged_steps(out))
 
 
+def test_weights_turning_infinite_stop_the_run_at_that_step(mnist_dir, tmp_path, monkeypatch, capsys):
+    """A finite loss with a weight made inf by the update (an overflowing step): caught at that step."""
+    original = VAE.train_step
+
+    def train_step(self, nets, opt, x, y, ctx):
+        logs = original(self, nets, opt, x, y, ctx)
+        if ctx.step + 1 == 17:
+            with torch.no_grad():
+                next(self.parameters()).view(-1)[5] = float("inf")
+        return logs
+
+    monkeypatch.setattr(VAE, "train_step", train_step)
+    out = tmp_path / "inf"
+    assert main(train_args(mnist_dir, out)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "weights became NaN or inf at step 17" in err, err
+    assert [p.name for p in ckpt.checkpoint_dirs(out)] == ["step-00000007", "step-00000014"]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), None])
+def test_weight_check_sees_any_non_finite_weight_and_no_finite_one(bad):
+    from genlab.train import _weights_finite
+
+    model = VAE(PRESETS["mlp"].model)
+    with torch.no_grad():
+        if bad is None:  # finite, but every sum of them overflows float32: must still pass
+            for p in model.parameters():
+                p.fill_(3e38)
+        else:
+            list(model.parameters())[-1].view(-1)[-1] = bad
+    assert _weights_finite(model) is (bad is None)
+
+
 def test_on_nonfinite_skip_drops_the_bad_step(mnist_dir, tmp_path, monkeypatch, capsys):
     nan_at(monkeypatch, 17)
     out = tmp_path / "skip"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -73,7 +74,9 @@ def test_bernoulli_reconstruction_is_summed_bce():
 
 
 @pytest.mark.parametrize("bad", [dict(latent_dim=0), dict(beta=-1.0), dict(likelihood="poisson"),
-                                 dict(hidden=()), dict(arch="rnn"), dict(recon_reduction="max")])
+                                 dict(hidden=()), dict(arch="rnn"), dict(recon_reduction="max"),
+                                 dict(arch="conv", conv_dense=(0,)), dict(iw_samples=0),
+                                 dict(iw_samples=5, beta=4.0), dict(iw_samples=5, kl_warmup_steps=100)])
 def test_bad_model_config_is_refused(bad):
     from genlab.errors import ConfigError
 
@@ -105,9 +108,12 @@ def test_loss_falls_on_real_mnist(mnist_dir):
     assert last < 0.6 * first, (first, last)
 
 
-def test_train_step_changes_weights_and_sampling_does_not(mnist_dir):
+@pytest.mark.parametrize("conv_dense", [(), (64,)])
+def test_train_step_changes_weights_and_sampling_does_not(mnist_dir, conv_dense):
     data = load_dataset("mnist", "test", data_dir=mnist_dir)
-    model = build_model("vae", get_preset("vae", "conv").model)
+    model = build_model("vae", dataclasses.replace(get_preset("vae", "conv").model, conv_dense=conv_dense))
+    dense = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert [m.out_features for m in dense] == [*conv_dense, 64, *reversed(conv_dense), 64 * 7 * 7]
     before = {k: v.clone() for k, v in model.state_dict().items()}
     model.sample(8, generator=torch.Generator().manual_seed(0))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -36,9 +36,8 @@ import torch
 from torch import Tensor
 
 from .errors import GenlabError
-from .models.vae import active_units, kl_divergence
+from .models.vae import active_units, kl_divergence, log_importance_weights
 
-LOG_2PI = math.log(2 * math.pi)
 DEFAULT_ROWS = 50_000  # draws x images decoded at once: ~160 MB of 784-pixel logits in float32
 
 
@@ -80,19 +79,13 @@ def _bounds(model, images: Tensor, labels: Tensor | None, *, k: int, batch_size:
         y = labels[lo : lo + batch_size].to(device) if conditional else None
         mu, log_var = model.encode(x, y)  # (B, D) each
         b, d = mu.shape
-        std = torch.exp(0.5 * log_var)
-        log_q_const = -0.5 * log_var.sum(-1) - 0.5 * d * LOG_2PI  # (B,)
         acc = torch.full((b,), -math.inf, dtype=torch.float64, device=device)
         ll_sum = torch.zeros(b, dtype=torch.float64, device=device)
         for s0 in range(0, k, chunk):
             c = min(chunk, k - s0)
             eps = torch.randn(c, b, d, generator=generator, device=generator.device, dtype=mu.dtype).to(device)
-            z = mu + std * eps  # (c, B, D)
-            log_px_z = model.log_likelihood(x, z, y)  # (c, B)
-            log_pz = -0.5 * z.pow(2).sum(-1) - 0.5 * d * LOG_2PI
-            log_qz = -0.5 * eps.pow(2).sum(-1) + log_q_const  # (z - mu) / std = eps exactly
-            log_w = (log_px_z + log_pz - log_qz).double()
-            acc = torch.logaddexp(acc, torch.logsumexp(log_w, dim=0))
+            log_w, log_px_z = log_importance_weights(model, x, y, mu, log_var, eps)  # (c, B) each
+            acc = torch.logaddexp(acc, torch.logsumexp(log_w.double(), dim=0))
             ll_sum += log_px_z.double().sum(0)
         iwae.append((acc - math.log(k)).cpu())
         # ELBO = E_q[log p(x|z)] - KL(q || p): the recon term averaged over the same k draws,

@@ -235,185 +235,221 @@ def _finite(record: dict[str, Any]) -> bool:
 def train(run: RunConfig, run_dir: Path | None = None, *, resume: bool = False, overwrite: bool = False,
           quiet: bool = False, data: Dataset | None = None, heldout: Dataset | None = None) -> TrainResult:
     """Train ``run`` into ``run_dir``; with ``resume`` continue from its newest checkpoint."""
-    run.validate()
-    cfg = run.train
-    d = init_distributed("cuda" if cfg.device.startswith("cuda") or
-                         (cfg.device == "auto" and torch.cuda.is_available()) else "cpu")
-    device = resolve_device(cfg.device, d)
-    if d.world_size > 1 and run_dir is None:
-        raise ConfigError("multi-process training needs --out (all processes must share one run directory)")
-    if resume and run_dir is None:
-        raise ConfigError("resuming needs the run directory")
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(run)
-    latest = _latest_checkpoint(run_dir) if resume else None  # fail before the slow data loading
+    return Trainer(run, run_dir, resume=resume, overwrite=overwrite, quiet=quiet, data=data, heldout=heldout).fit()
 
-    if data is None:
-        data = load_dataset(run.data.dataset, run.data.split, data_dir=run.data.data_dir)
-    run.data.sources = dict(data.sources)
-    if heldout is None:
-        heldout = _heldout(run, data)
 
-    global_batch = cfg.batch_size
-    if global_batch % d.world_size:
-        raise ConfigError(f"batch size {global_batch} must divide evenly over {d.world_size} processes")
-    local_batch = global_batch // d.world_size
-    n = data.images.shape[0]
-    steps_per_epoch = n // global_batch
-    if steps_per_epoch == 0:
-        raise ConfigError(f"batch size {global_batch} is larger than the dataset ({n} images)")
-    total_steps = cfg.epochs * steps_per_epoch
-    if cfg.max_steps is not None:
-        total_steps = min(total_steps, cfg.max_steps)
-    # What a checkpoint must match to be continued by this run.
-    identity = {"config": run.to_dict(), "num_images": n, "steps_per_epoch": steps_per_epoch}
+class Trainer:
+    """One run: checks and data (``__init__``), then model, loop, checkpoints and logs (:meth:`fit`)."""
 
-    start_step = 0
-    if latest is not None:
-        start_step = _check_same_run(latest, identity)
-        if start_step >= total_steps:
-            done = _finished_steps(run_dir)
-            if done == start_step:  # finish_run completed after that checkpoint: touch nothing
-                if d.main and not quiet:
-                    print(f"{run_dir}: already trained for {start_step} steps; nothing to do (pass --epochs or "
-                          f"--max-steps to train longer)", file=sys.stderr)
-                return TrainResult(run_dir, start_step, start_step / steps_per_epoch, 0.0, 0.0, {})
+    def __init__(self, run: RunConfig, run_dir: Path | None = None, *, resume: bool = False,
+                 overwrite: bool = False, quiet: bool = False, data: Dataset | None = None,
+                 heldout: Dataset | None = None):
+        run.validate()
+        self.run, self.cfg = run, run.train
+        self.resume, self.overwrite, self.quiet = resume, overwrite, quiet
+        cfg = self.cfg
+        self.d = init_distributed("cuda" if cfg.device.startswith("cuda") or
+                                  (cfg.device == "auto" and torch.cuda.is_available()) else "cpu")
+        self.device = resolve_device(cfg.device, self.d)
+        if self.d.world_size > 1 and run_dir is None:
+            raise ConfigError("multi-process training needs --out (all processes must share one run directory)")
+        if resume and run_dir is None:
+            raise ConfigError("resuming needs the run directory")
+        self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(run)
+        self.latest = _latest_checkpoint(self.run_dir) if resume else None  # fail before the slow data loading
 
-    if d.main:
-        if not resume:
-            prepare_run_dir(run_dir, overwrite)
-            run.save(run_dir / ckpt.CONFIG_FILE)
-    if d.world_size > 1:
-        dist.barrier()
+        if data is None:
+            data = load_dataset(run.data.dataset, run.data.split, data_dir=run.data.data_dir)
+        run.data.sources = dict(data.sources)
+        self.data = data
+        self.heldout = heldout if heldout is not None else _heldout(run, data)
 
-    set_seed(cfg.seed)
-    model = build_model(run.family, run.model).to(device)
-    layout = model.memory_format
-    model = model.to(memory_format=layout)
-    settings = TrainSettings(lr=cfg.lr, grad_clip=cfg.grad_clip, skip_nonfinite=cfg.on_nonfinite == "skip")
-    optimizers = model.configure_optimizers(settings)
-    averager = Averager()
-    resumed: dict[str, Any] = {}
-    if latest is not None:
-        resumed = _restore(latest, model, optimizers, averager)
-        if d.main:
-            _update_config(run, run_dir / ckpt.CONFIG_FILE)  # e.g. --epochs extended the run
+        self.global_batch = cfg.batch_size
+        if self.global_batch % self.d.world_size:
+            raise ConfigError(f"batch size {self.global_batch} must divide evenly over {self.d.world_size} processes")
+        self.local_batch = self.global_batch // self.d.world_size
+        self.n = data.images.shape[0]
+        self.steps_per_epoch = self.n // self.global_batch
+        if self.steps_per_epoch == 0:
+            raise ConfigError(f"batch size {self.global_batch} is larger than the dataset ({self.n} images)")
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        if cfg.max_steps is not None:
+            self.total_steps = min(self.total_steps, cfg.max_steps)
+        # What a checkpoint must match to be continued by this run.
+        self.identity = {"config": run.to_dict(), "num_images": self.n, "steps_per_epoch": self.steps_per_epoch}
+        self.start_step = _check_same_run(self.latest, self.identity) if self.latest is not None else 0
 
-    nets = _wrap_networks(model, d, device, cfg.compile)
-    images = data.images.to(device)
-    labels = data.labels.to(device)
-    model.on_train_start(_first(heldout.images, 1000).float().div(255).to(device),
-                         _first(heldout.labels, 1000).to(device))
+    # -- fit: set-up, loop, finish --------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        if self.start_step >= self.total_steps and _finished_steps(self.run_dir) == self.start_step:
+            # finish_run completed after that checkpoint: touch nothing
+            if self.d.main and not self.quiet:
+                print(f"{self.run_dir}: already trained for {self.start_step} steps; nothing to do (pass --epochs "
+                      f"or --max-steps to train longer)", file=sys.stderr)
+            return TrainResult(self.run_dir, self.start_step, self.start_step / self.steps_per_epoch, 0.0, 0.0, {})
+        if self.d.main and not self.resume:
+            prepare_run_dir(self.run_dir, self.overwrite)
+            self.run.save(self.run_dir / ckpt.CONFIG_FILE)
+        if self.d.world_size > 1:
+            dist.barrier()
+        self._build()
+        self.bar = _progress_bar(self.total_steps, self.start_step, enabled=self.d.main and not self.quiet)
+        try:
+            self._loop()
+        finally:
+            self.bar.close()
+            self.log.close()
+        return self._finish()
 
-    log = MetricsLog(run_dir, enabled=d.main, resume_step=start_step if resume else None)
-    sample_every = cfg.sample_every or model.default_sample_every
-    noise_gen = torch.Generator(device=device)
-    bar = _progress_bar(total_steps, start_step, enabled=d.main and not quiet)
-    checkpoint_every = cfg.checkpoint_every or steps_per_epoch
-    check_each_step = device.type == "cpu"  # a host read per step is free on CPU, a stall on GPU
-    skip_mode = settings.skip_nonfinite
-    bf16 = cfg.precision == "bf16"
-    elapsed_before = float(resumed.get("seconds", 0.0))
-    skipped = int(resumed.get("skipped", 0))
-    t0 = time.perf_counter()
-    images_done = 0
-    step = start_step
-    checked = start_step  # weights known finite after this step
-    last_logged = start_step
-    perm_epoch, perm = -1, None
-    last_saved: Path | None = latest
+    def _build(self) -> None:
+        """Model, optimisers, resumed state, device data and the loop's bookkeeping."""
+        cfg, d, device = self.cfg, self.d, self.device
+        set_seed(cfg.seed)
+        model = build_model(self.run.family, self.run.model).to(device)
+        self.layout = model.memory_format
+        self.model = model.to(memory_format=self.layout)
+        self.settings = TrainSettings(lr=cfg.lr, grad_clip=cfg.grad_clip, skip_nonfinite=cfg.on_nonfinite == "skip")
+        self.optimizers = self.model.configure_optimizers(self.settings)
+        self.averager = Averager()
+        self.resumed: dict[str, Any] = {}
+        if self.latest is not None:
+            self.resumed = _restore(self.latest, self.model, self.optimizers, self.averager)
+            if d.main:
+                _update_config(self.run, self.run_dir / ckpt.CONFIG_FILE)  # e.g. --epochs extended the run
 
-    def save(step_now: int) -> None:
-        nonlocal last_saved
-        if d.main:
-            _check_weights(model, checked, step_now, last_saved)
-            state = {**_train_state(optimizers, step_now, steps_per_epoch), "metrics": averager.state(),
-                     "skipped": skipped, "seconds": elapsed_before + time.perf_counter() - t0}
-            last_saved = ckpt.save_checkpoint(run_dir, step_now, model, state, keep=cfg.keep_checkpoints,
-                                              meta=identity)
+        self.nets = _wrap_networks(self.model, d, device, cfg.compile)
+        self.images = self.data.images.to(device)
+        self.labels = self.data.labels.to(device)
+        self.model.on_train_start(_first(self.heldout.images, 1000).float().div(255).to(device),
+                                  _first(self.heldout.labels, 1000).to(device))
 
-    def diverged(what: str) -> DivergenceError:
-        where = (f"the last good checkpoint is {last_saved}" if last_saved is not None
+        self.log = MetricsLog(self.run_dir, enabled=d.main, resume_step=self.start_step if self.resume else None)
+        self.sample_every = cfg.sample_every or self.model.default_sample_every
+        self.noise_gen = torch.Generator(device=device)
+        self.checkpoint_every = cfg.checkpoint_every or self.steps_per_epoch
+        self.check_each_step = device.type == "cpu"  # a host read per step is free on CPU, a stall on GPU
+        self.skip_mode = self.settings.skip_nonfinite
+        self.bf16 = cfg.precision == "bf16"
+        self.elapsed_before = float(self.resumed.get("seconds", 0.0))
+        self.skipped = int(self.resumed.get("skipped", 0))
+        self.images_done = 0
+        self.step = self.start_step
+        self.checked = self.start_step  # weights known finite after this step
+        self.last_logged = self.start_step
+        self.perm_epoch, self.perm = -1, None
+        self.last_saved: Path | None = self.latest
+
+    def _loop(self) -> None:
+        if "rng" in self.resumed:  # last: building the model and on_train_start may have drawn from the global RNGs
+            ckpt.set_rng_states(self.resumed["rng"])
+        self.model.train()
+        self.t0 = time.perf_counter()
+        with deferred_signals() as stop:
+            while self.step < self.total_steps:
+                self._train_step()
+                last = self.step == self.total_steps
+                out_of_time = (self.cfg.max_minutes is not None and not last
+                               and (time.perf_counter() - self.t0) > 60 * self.cfg.max_minutes)
+                if self.d.world_size > 1:  # every process must stop at the same step, or the others hang
+                    out_of_time = _agree_to_stop(stop, out_of_time, self.device)
+                self._log_progress(last, out_of_time)
+                if self.step % self.checkpoint_every == 0 or last or stop or out_of_time:
+                    self._save()
+                if stop and not last:
+                    raise Interrupted(f"interrupted by signal {stop['signal']} at step {self.step}; checkpoint saved. "
+                                      f"Continue with: genlab train --resume {self.run_dir}")
+                if out_of_time:
+                    if self.d.main:
+                        print(f"warning: stopped at step {self.step} of {self.total_steps}: --max-minutes "
+                              f"{self.cfg.max_minutes} reached; continue with: genlab train --resume {self.run_dir}",
+                              file=sys.stderr)
+                    break
+
+    def _batch(self, step: int) -> tuple[Tensor, Tensor]:
+        """This process's share of the step's global batch, from the epoch's seeded permutation."""
+        epoch, i = divmod(step, self.steps_per_epoch)
+        if epoch != self.perm_epoch:
+            g = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "data", epoch))
+            self.perm, self.perm_epoch = torch.randperm(self.n, generator=g).to(self.device), epoch
+        lo = i * self.global_batch + self.d.rank * self.local_batch
+        idx = self.perm[lo : lo + self.local_batch]
+        x = self.images.index_select(0, idx).float().div_(255).contiguous(memory_format=self.layout)
+        return x, self.labels.index_select(0, idx)
+
+    def _train_step(self) -> None:
+        """One optimiser step, its logs summed, and the divergence checks."""
+        x, y = self._batch(self.step)
+        self.noise_gen.manual_seed(derive_seed(self.cfg.seed, "noise", self.step))
+        ctx = StepContext(self.step, StepNoise(self.noise_gen, self.d.rank, self.d.world_size), self.settings)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            logs = self.model.train_step(self.nets, self.optimizers, x, y, ctx)
+        self.step += 1
+        if self.skip_mode and "applied" in logs and not bool(logs["applied"]):
+            self.skipped += 1  # optimize() already read the loss on the host: no extra stall
+        else:
+            if self.check_each_step and not self.skip_mode and not _all_finite(_main_loss(logs)):
+                raise self._diverged(f"the loss is NaN or inf at step {self.step}")
+            self.averager.add(logs)
+        if self.check_each_step:
+            if not _weights_finite(self.model):
+                raise self._diverged(f"the weights became NaN or inf at step {self.step} (a non-finite gradient)")
+            self.checked = self.step
+        self.images_done += self.global_batch
+
+    def _log_progress(self, last: bool, out_of_time: bool) -> None:
+        step, d = self.step, self.d
+        end_of_epoch = step % self.steps_per_epoch == 0
+        picture_due = d.main and self.sample_every and (step % self.sample_every == 0 or last or out_of_time)
+        # Not at a signal: the resumed run logs exactly the lines an uninterrupted one would.
+        if step % self.cfg.log_every == 0 or end_of_epoch or last or out_of_time:
+            record = {"step": step, "epoch": round(step / self.steps_per_epoch, 4), **self.averager.pop()}
+            if self.skip_mode:
+                record["skipped_steps"] = self.skipped
+            record["seconds"] = round(self._elapsed(), 3)
+            if not _finite(record):
+                raise self._diverged(f"the mean loss of steps {self.last_logged + 1}..{step} is NaN or inf")
+            if picture_due:
+                record.update(self.model.on_progress(step, self.run_dir))
+            self.log.write(record)
+            self.last_logged = step
+            self.bar.update(step - self.bar.n)
+            self.bar.set_postfix({k: f"{v:.4g}" for k, v in record.items()
+                                  if k.startswith("loss") and isinstance(v, float)})
+        elif d.main and self.sample_every and step % self.sample_every == 0:
+            self.log.write({"step": step, "epoch": round(step / self.steps_per_epoch, 4),
+                            **self.model.on_progress(step, self.run_dir)})
+
+    def _elapsed(self) -> float:
+        """Training seconds of this run, including those before a resume."""
+        return self.elapsed_before + time.perf_counter() - self.t0
+
+    def _save(self) -> None:
+        if self.d.main:
+            _check_weights(self.model, self.checked, self.step, self.last_saved)
+            state = {**_train_state(self.optimizers, self.step, self.steps_per_epoch),
+                     "metrics": self.averager.state(), "skipped": self.skipped, "seconds": self._elapsed()}
+            self.last_saved = ckpt.save_checkpoint(self.run_dir, self.step, self.model, state,
+                                                   keep=self.cfg.keep_checkpoints, meta=self.identity)
+
+    def _diverged(self, what: str) -> DivergenceError:
+        where = (f"the last good checkpoint is {self.last_saved}" if self.last_saved is not None
                  else "no checkpoint had been written yet")
         return DivergenceError(f"training diverged: {what}; nothing was saved after it and {where}. Start again "
                                f"(--overwrite) with a lower --lr, --grad-clip, or --on-nonfinite skip")
 
-    if "rng" in resumed:  # last: building the model and on_train_start may have drawn from the global RNGs
-        ckpt.set_rng_states(resumed["rng"])
-    model.train()
-    try:
-        with deferred_signals() as stop:
-            while step < total_steps:
-                epoch, i = divmod(step, steps_per_epoch)
-                if epoch != perm_epoch:
-                    g = torch.Generator().manual_seed(derive_seed(cfg.seed, "data", epoch))
-                    perm, perm_epoch = torch.randperm(n, generator=g).to(device), epoch
-                lo = i * global_batch + d.rank * local_batch
-                idx = perm[lo : lo + local_batch]
-                x = images.index_select(0, idx).float().div_(255).contiguous(memory_format=layout)
-                y = labels.index_select(0, idx)
-                noise_gen.manual_seed(derive_seed(cfg.seed, "noise", step))
-                ctx = StepContext(step, StepNoise(noise_gen, d.rank, d.world_size), settings)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    logs = model.train_step(nets, optimizers, x, y, ctx)
-                step += 1
-                if skip_mode and "applied" in logs and not bool(logs["applied"]):
-                    skipped += 1  # optimize() already read the loss on the host: no extra stall
-                else:
-                    if check_each_step and not skip_mode and not _all_finite(_main_loss(logs)):
-                        raise diverged(f"the loss is NaN or inf at step {step}")
-                    averager.add(logs)
-                if check_each_step:
-                    if not _weights_finite(model):
-                        raise diverged(f"the weights became NaN or inf at step {step} (a non-finite gradient)")
-                    checked = step
-                images_done += global_batch
-                end_of_epoch = step % steps_per_epoch == 0
-                last = step == total_steps
-                out_of_time = (cfg.max_minutes is not None and not last
-                               and (time.perf_counter() - t0) > 60 * cfg.max_minutes)
-                if d.world_size > 1:  # every process must stop at the same step, or the others hang
-                    out_of_time = _agree_to_stop(stop, out_of_time, device)
-                # Not at a signal: the resumed run logs exactly the lines an uninterrupted one would.
-                if step % cfg.log_every == 0 or end_of_epoch or last or out_of_time:
-                    record = {"step": step, "epoch": round(step / steps_per_epoch, 4), **averager.pop()}
-                    if skip_mode:
-                        record["skipped_steps"] = skipped
-                    record["seconds"] = round(elapsed_before + time.perf_counter() - t0, 3)
-                    if not _finite(record):
-                        raise diverged(f"the mean loss of steps {last_logged + 1}..{step} is NaN or inf")
-                    if d.main and sample_every and (step % sample_every == 0 or last or out_of_time):
-                        record.update(model.on_progress(step, run_dir))
-                    log.write(record)
-                    last_logged = step
-                    bar.update(step - bar.n)
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k.startswith("loss") and isinstance(v, float)})
-                elif d.main and sample_every and step % sample_every == 0:
-                    log.write({"step": step, "epoch": round(step / steps_per_epoch, 4),
-                               **model.on_progress(step, run_dir)})
-                if step % checkpoint_every == 0 or last or stop or out_of_time:
-                    save(step)
-                if stop and not last:
-                    raise Interrupted(f"interrupted by signal {stop['signal']} at step {step}; checkpoint saved. "
-                                      f"Continue with: genlab train --resume {run_dir}")
-                if out_of_time:
-                    if d.main:
-                        print(f"warning: stopped at step {step} of {total_steps}: --max-minutes {cfg.max_minutes} reached; "
-                              f"continue with: genlab train --resume {run_dir}", file=sys.stderr)
-                    break
-    finally:
-        bar.close()
-        log.close()
-    seconds = time.perf_counter() - t0
-    summary: dict[str, Any] = {}
-    if d.main:
-        _check_weights(model, checked, step, last_saved)
-        summary = finish_run(run_dir, model, run, heldout, steps=step, seconds=elapsed_before + seconds,
-                             images_per_second=images_done / max(seconds, 1e-9), skipped=skipped)
-        for w in summary.get("warnings", []):
-            print(f"warning: {w}", file=sys.stderr)
-    if d.world_size > 1:
-        dist.barrier()
-    return TrainResult(run_dir, step, step / steps_per_epoch, seconds, images_done / max(seconds, 1e-9), summary)
+    def _finish(self) -> TrainResult:
+        seconds = time.perf_counter() - self.t0
+        ips = self.images_done / max(seconds, 1e-9)
+        summary: dict[str, Any] = {}
+        if self.d.main:
+            _check_weights(self.model, self.checked, self.step, self.last_saved)
+            summary = finish_run(self.run_dir, self.model, self.run, self.heldout, steps=self.step,
+                                 seconds=self.elapsed_before + seconds, images_per_second=ips, skipped=self.skipped)
+            for w in summary.get("warnings", []):
+                print(f"warning: {w}", file=sys.stderr)
+        if self.d.world_size > 1:
+            dist.barrier()
+        return TrainResult(self.run_dir, self.step, self.step / self.steps_per_epoch, seconds, ips, summary)
 
 
 def _agree_to_stop(stop: dict[str, int], out_of_time: bool, device: torch.device) -> bool:
@@ -434,9 +470,16 @@ def _all_finite(t: Tensor) -> bool:
 
 
 def _weights_finite(model: torch.nn.Module) -> bool:
-    """One host read for all parameters (this runs every step on CPU), not one per tensor."""
-    flags = [torch.isfinite(p).all() for p in model.parameters() if p.is_floating_point()]
-    return bool(torch.stack(flags).all()) if flags else True
+    """One host read for all parameters (this runs every step on CPU), not one per tensor.
+
+    A sum is NaN or inf whenever some weight is, and summing costs a tenth of
+    ``isfinite().all()``'s boolean temporaries; only a non-finite sum (which finite but
+    huge weights could also give) pays for the exact check.
+    """
+    params = [p.detach() for p in model.parameters() if p.is_floating_point()]
+    if not params or bool(torch.isfinite(torch.stack([p.sum() for p in params]).sum())):
+        return True
+    return all(bool(torch.isfinite(p).all()) for p in params)
 
 
 def _check_weights(model: torch.nn.Module, checked: int, step: int, last_saved: Path | None) -> None:

@@ -92,9 +92,7 @@ def extract_features(
 ) -> np.ndarray:
     """Penultimate features of ``images`` (N, 1, 28, 28) as a float64 (N, D) array."""
     x = _as_float_images(images, "images", "extract_features")
-    model = model.to(device).eval()
-    out = [model.features(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
-    return torch.cat(out).double().numpy()
+    return _batched(lambda xb: model.features(xb).double(), model, x, batch_size, device)
 
 
 @torch.no_grad()
@@ -103,12 +101,13 @@ def predict_proba(
 ) -> np.ndarray:
     """Softmax class probabilities of ``images`` as a float64 (N, num_classes) array."""
     x = _as_float_images(images, "images", "predict_proba")
-    model = model.to(device).eval()
-    out = [
-        F.softmax(model.logits(x[i : i + batch_size].to(device)).double(), dim=1).cpu()
-        for i in range(0, len(x), batch_size)
-    ]
-    return torch.cat(out).numpy()
+    return _batched(lambda xb: F.softmax(model.logits(xb).double(), dim=1), model, x, batch_size, device)
+
+
+def _batched(fn, model: CNNClassifier, x: Tensor, batch_size: int, device: str) -> np.ndarray:
+    """``fn`` over ``x`` in batches on ``device``, concatenated on the CPU (memory stays bounded)."""
+    model.to(device).eval()
+    return torch.cat([fn(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]).numpy()
 
 
 def accuracy(model: CNNClassifier, images: Any, labels: Any, *, device: str = "cpu") -> float:

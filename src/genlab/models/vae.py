@@ -45,11 +45,13 @@ class VAEConfig:
     arch: str = "mlp"  # "mlp" (dense layers) or "conv" (stride-2 convs / transposed convs)
     hidden: tuple = (400,)  # widths of the MLP's hidden layers (encoder; the decoder mirrors them)
     conv_channels: tuple = (32, 64)  # channels of the conv encoder's stride-2 layers
+    conv_dense: tuple = ()  # conv arch: dense layers between the conv features and z (decoder mirrors them)
     latent_dim: int = 20
     likelihood: str = "bernoulli"  # "bernoulli" | "mse" | "gaussian" (learned scale)
     recon_reduction: str = "sum"  # "sum" over pixels (the ELBO) or "mean" (the tutorial listing)
     beta: float = 1.0  # weight of the KL term (beta-VAE when > 1)
     kl_warmup_steps: int = 0  # beta rises linearly from 0 over this many steps
+    iw_samples: int = 1  # draws of z per image in the loss: 1 = the ELBO, k > 1 = the IWAE bound L_k
     binarize: bool = False  # dynamic binarisation: x ~ Bernoulli(pixel intensity) at each step
     conditional: bool = False  # labels (one-hot) into encoder and decoder
     num_classes: int = 10
@@ -61,6 +63,8 @@ class VAEConfig:
                 f"model.hidden must be a non-empty list of positive widths, got {list(self.hidden)}")
         require(len(self.conv_channels) >= 1 and all(c >= 1 for c in self.conv_channels),
                 "model.conv_channels must be positive")
+        require(all(isinstance(h, int) and h >= 1 for h in self.conv_dense),
+                f"model.conv_dense must be a list of positive widths, got {list(self.conv_dense)}")
         require(isinstance(self.latent_dim, int) and self.latent_dim >= 1,
                 f"model.latent_dim must be >= 1, got {self.latent_dim}")
         require(self.likelihood in LIKELIHOODS,
@@ -69,6 +73,12 @@ class VAEConfig:
                 f"model.recon_reduction must be 'sum' or 'mean', got {self.recon_reduction!r}")
         require(math.isfinite(self.beta) and self.beta >= 0, f"model.beta must be >= 0, got {self.beta}")
         require(self.kl_warmup_steps >= 0, "model.kl_warmup_steps must be >= 0")
+        require(isinstance(self.iw_samples, int) and self.iw_samples >= 1,
+                f"model.iw_samples must be an integer >= 1, got {self.iw_samples}")
+        require(self.iw_samples == 1 or (self.beta == 1 and self.kl_warmup_steps == 0
+                                         and self.recon_reduction == "sum"),
+                "model.iw_samples > 1 trains the IWAE bound on log p(x), which has no KL weight: it needs "
+                "beta = 1, kl_warmup_steps = 0 and recon_reduction = sum")
         require(self.num_classes >= 2, "model.num_classes must be >= 2")
         require(len(self.image_shape) == 3 and all(s >= 1 for s in self.image_shape),
                 "model.image_shape must be (C, H, W)")
@@ -88,6 +98,19 @@ def reparameterize(mu: Tensor, log_var: Tensor, eps: Tensor) -> Tensor:
     return mu + torch.exp(0.5 * log_var) * eps
 
 
+def log_importance_weights(model, x: Tensor, y: Tensor | None, mu: Tensor, log_var: Tensor,
+                           eps: Tensor) -> tuple[Tensor, Tensor]:
+    """log w = log p(x|z) + log p(z) - log q(z|x) for z = mu + sigma * eps, with eps (S, B, D).
+
+    Returns (log w, log p(x|z)), each (S, B). ``model`` needs only ``log_likelihood(x, z, y)``.
+    The Gaussians' 2*pi constants cancel; (z - mu) / sigma = eps exactly.
+    """
+    z = reparameterize(mu, log_var, eps)
+    log_px_z = model.log_likelihood(x, z, y)
+    log_pz_over_qz = 0.5 * (eps.pow(2) - z.pow(2) + log_var).sum(-1)
+    return log_px_z + log_pz_over_qz, log_px_z
+
+
 def one_hot(y: Tensor, num_classes: int, dtype: torch.dtype) -> Tensor:
     return F.one_hot(y, num_classes).to(dtype)
 
@@ -100,6 +123,11 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
         if i < len(sizes) - 2:
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)
+
+
+def _dense_relu(sizes: list[int]) -> list[nn.Module]:
+    """Dense layers each followed by ReLU."""
+    return [m for a, b in zip(sizes[:-1], sizes[1:]) for m in (nn.Linear(a, b), nn.ReLU())]
 
 
 class VAE(GenerativeModel):
@@ -124,9 +152,10 @@ class VAE(GenerativeModel):
                 enc += [nn.Conv2d(a, b, 4, stride=2, padding=1), nn.ReLU()]
             self.feat_hw = (h // 2 ** len(config.conv_channels), w // 2 ** len(config.conv_channels))
             feat = config.conv_channels[-1] * self.feat_hw[0] * self.feat_hw[1]
-            self.encoder = nn.Sequential(*enc, nn.Flatten())
-            self.to_stats = nn.Linear(feat, 2 * d)
-            dec: list[nn.Module] = [nn.Linear(d + cond, feat), nn.ReLU(),
+            dense = [feat, *config.conv_dense]
+            self.encoder = nn.Sequential(*enc, nn.Flatten(), *_dense_relu(dense))
+            self.to_stats = nn.Linear(dense[-1], 2 * d)
+            dec: list[nn.Module] = [*_dense_relu([d + cond, *reversed(dense)]),
                                     nn.Unflatten(1, (config.conv_channels[-1], *self.feat_hw))]
             rev = [*reversed(config.conv_channels), c]
             for i, (a, b) in enumerate(zip(rev[:-1], rev[1:])):
@@ -219,8 +248,18 @@ class VAE(GenerativeModel):
         return -nll
 
     def forward(self, x: Tensor, y: Tensor | None, eps: Tensor, beta: float | None = None) -> dict[str, Tensor]:
-        """Loss parts for a batch; ``eps`` ~ N(0, I) of shape (B, D) drives the sampling of z."""
+        """Loss parts for a batch; ``eps`` ~ N(0, I) of shape (B, D) drives the sampling of z.
+
+        With ``eps`` of shape (k, B, D) the loss is minus the IWAE bound L_k (Burda et al. 2016),
+        averaged over the batch; ``recon`` is then averaged over the k draws, and ``kl`` is the
+        closed form, logged for monitoring only.
+        """
         mu, log_var = self.encode(x, y)
+        if eps.dim() == 3:
+            log_w, log_px_z = log_importance_weights(self, x, y, mu, log_var, eps)
+            bound = torch.logsumexp(log_w, dim=0) - math.log(eps.shape[0])
+            kl_dims = kl_divergence(mu, log_var).mean(0)
+            return {"loss": -bound.mean(), "recon": -log_px_z.mean(), "kl": kl_dims.sum(), "kl_per_dim": kl_dims}
         z = reparameterize(mu, log_var, eps)
         recon = self.reconstruction_nll(x, self.decode_logits(z, y)).mean()
         kl_dims = kl_divergence(mu, log_var).mean(0)  # (D,), averaged over the batch
@@ -246,7 +285,11 @@ class VAE(GenerativeModel):
                    x: Tensor, y: Tensor, ctx: StepContext) -> dict[str, Tensor]:
         if self.config.binarize:
             x = (ctx.noise.rand(x.shape[0], *x.shape[1:], device=x.device) < x).to(x.dtype)
-        eps = ctx.noise.randn(x.shape[0], self.config.latent_dim, device=x.device)
+        k, d = self.config.iw_samples, self.config.latent_dim
+        if k == 1:
+            eps = ctx.noise.randn(x.shape[0], d, device=x.device)
+        else:  # drawn image-major, so each process's slice of the batch gets its own images' draws
+            eps = ctx.noise.randn(x.shape[0], k, d, device=x.device).transpose(0, 1)
         parts = nets["vae"](x, y, eps, self.beta_at(ctx.step))
         applied = optimize(parts["loss"], optimizers["vae"], None, ctx.settings, ctx.step)
         return {k: v.detach() for k, v in parts.items()} | {"applied": applied}
