@@ -15,6 +15,7 @@ genlab's achieved training GFLOP/s against the fp32 matmul peak measured here
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import dataclasses
@@ -34,6 +35,7 @@ from genlab.sample import generate
 from genlab.train import train
 
 DEFAULT_PRESETS = "vae:seed,vae:mlp,vae:conv,gan:seed,gan:dcgan"
+WARM_UP_STEPS = 20  # genlab's first log line comes after these; the rate is measured from there
 
 
 # -- the reference: pytorch/examples vae/main.py (benchmarks/reference_vae.py) ---------------------
@@ -50,7 +52,7 @@ def reference_images_per_second(images: torch.Tensor, batch_size: int, seconds: 
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loader = torch.utils.data.DataLoader(REFERENCE_DATASETS[dataset](images), batch_size=batch_size, shuffle=True)
     model.train()
-    done, t0, warm = 0, None, 3
+    done, t0, warm = 0, None, WARM_UP_STEPS
     while True:
         for data, _ in loader:
             opt.zero_grad()
@@ -71,15 +73,19 @@ def reference_images_per_second(images: torch.Tensor, batch_size: int, seconds: 
 # -- genlab -------------------------------------------------------------------------------------------
 def genlab_train_images_per_second(family: str, preset: str, data, batch_size: int | None,
                                    seconds: float, **train_overrides) -> tuple[float, int]:
+    """Images/s between the first and the last log line: like the reference, warm-up steps don't count."""
     p = get_preset(family, preset)
-    train_cfg = {**dataclasses.asdict(TrainConfig()), **p.train, "epochs": 1000, "log_every": 10**9,
+    train_cfg = {**dataclasses.asdict(TrainConfig()), **p.train, "epochs": 1000, "log_every": WARM_UP_STEPS,
                  "checkpoint_every": 10**9, "max_minutes": seconds / 60, **train_overrides}
     if batch_size:
         train_cfg["batch_size"] = batch_size
     run = RunConfig(family, preset, p.model, DataConfig("fashion-mnist", "train"), TrainConfig(**train_cfg))
     with tempfile.TemporaryDirectory() as tmp:
-        result = train(run, Path(tmp) / "run", quiet=True, data=data, heldout=data)
-    return result.images_per_second, run.train.batch_size
+        train(run, Path(tmp) / "run", quiet=True, data=data, heldout=data)
+        lines = [json.loads(x) for x in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
+    first, last = lines[0], lines[-1]
+    images = (last["step"] - first["step"]) * run.train.batch_size
+    return images / (last["seconds"] - first["seconds"]), run.train.batch_size
 
 
 def sampling_images_per_second(family: str, preset: str, n: int = 10_000, device: str = "cpu") -> float:
