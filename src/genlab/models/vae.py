@@ -285,11 +285,11 @@ class VAE(GenerativeModel):
                    x: Tensor, y: Tensor, ctx: StepContext) -> dict[str, Tensor]:
         if self.config.binarize:
             x = (ctx.noise.rand(x.shape[0], *x.shape[1:], device=x.device) < x).to(x.dtype)
-        k, d = self.config.iw_samples, self.config.latent_dim
-        if k == 1:
+        draws, d = self.config.iw_samples, self.config.latent_dim
+        if draws == 1:
             eps = ctx.noise.randn(x.shape[0], d, device=x.device)
         else:  # drawn image-major, so each process's slice of the batch gets its own images' draws
-            eps = ctx.noise.randn(x.shape[0], k, d, device=x.device).transpose(0, 1)
+            eps = ctx.noise.randn(x.shape[0], draws, d, device=x.device).transpose(0, 1)
         parts = nets["vae"](x, y, eps, self.beta_at(ctx.step))
         applied = optimize(parts["loss"], optimizers["vae"], None, ctx.settings, ctx.step)
         return {k: v.detach() for k, v in parts.items()} | {"applied": applied}
