@@ -32,3 +32,12 @@ def budget_parser(doc: str, *, minutes: float, out: str) -> argparse.ArgumentPar
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=out, help=f"where the runs and results.json go (default {out})")
     return ap
+
+
+def print_table(header: str, lines: list[str], legend: str) -> None:
+    """A results table: header, rule, one line per model, then what the columns mean."""
+    print(header)
+    print("-" * len(header))
+    for line in lines:
+        print(line)
+    print(legend)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from common import BIG, auto_device, budget_parser, warm_up
+from common import BIG, auto_device, budget_parser, print_table, warm_up
 from genlab.checkpoint import load_run
 from genlab.config import DataConfig, RunConfig, TrainConfig
 from genlab.data import load_dataset
@@ -127,14 +127,11 @@ def main(argv=None) -> int:
               f"{'recall':>7} {'coverage':>8} {'classes':>7}")
     print(f"\nextractor: {extractor}")
     print(f"{args.dataset} test split; {args.n} samples per model; {args.minutes:g} min of training each")
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        print(f"{r['model']:<14} {r['epochs']:>7.2f} {r['images_per_second']:>9,.0f} {r['fid']:>8.2f} "
-              f"{r['kid']:>8.4f} {r['is']:>6.2f} {r['precision']:>9.3f} {r['recall']:>7.3f} {r['coverage']:>8.3f} "
-              f"{r['classes_covered']:>4}/{r['num_classes']:<2}")
-    print("FID, KID: lower is better; IS (1..10), precision, recall, coverage (0..1), classes covered: higher. "
-          "Density, class KL and KS tests differing are in results.json.")
+    print_table(header, [f"{r['model']:<14} {r['epochs']:>7.2f} {r['images_per_second']:>9,.0f} {r['fid']:>8.2f} "
+                         f"{r['kid']:>8.4f} {r['is']:>6.2f} {r['precision']:>9.3f} {r['recall']:>7.3f} "
+                         f"{r['coverage']:>8.3f} {r['classes_covered']:>4}/{r['num_classes']:<2}" for r in rows],
+                "FID, KID: lower is better; IS (1..10), precision, recall, coverage (0..1), classes covered: higher. "
+                "Density, class KL and KS tests differing are in results.json.")
     (out / "results.json").write_text(json.dumps(
         {"args": vars(args), "device": device, "extractor": extractor, "metrics": list(METRICS),
          "total_seconds": round(time.perf_counter() - t_start, 1), "rows": rows}, indent=2) + "\n")

@@ -32,7 +32,7 @@ from torch import nn
 
 from reference_vae import ExamplesVAE, TorchvisionMNIST, examples_loss
 
-from common import BIG, auto_device, budget_parser, warm_up
+from common import BIG, auto_device, budget_parser, print_table, warm_up
 from genlab.config import DataConfig, RunConfig, TrainConfig
 from genlab.data import load_dataset
 from genlab.models import get_preset
@@ -147,14 +147,12 @@ def main(argv=None) -> int:
               f"{'NLL - ref':>9} {'speed/ref':>9} {'active':>7}")
     print(f"\n{args.dataset} test, first {min(args.eval_images, len(test))} images binarised (seed 0); nats; "
           f"{args.minutes:g} min of training each")
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        print(f"{r['model']:<18} {r['epochs']:>7.2f} {r['images_per_second']:>9,.0f} {r['test_elbo_nats']:>10.2f} "
-              f"{r['iwae_nll_nats']:>10.2f} +/-{r['iwae_nll_sem']:<4.2f} {r['nll_minus_reference']:>+9.2f} "
-              f"{r['speed_vs_reference']:>8.2f}x {r['active_units']:>3}/{r['latent_dim']:<3}")
-    print("NLL - ref < 0: better than pytorch/examples under the same budget. +/-: standard error over images "
-          "(the models share the test images, so differences are tighter than that).")
+    print_table(header, [f"{r['model']:<18} {r['epochs']:>7.2f} {r['images_per_second']:>9,.0f} "
+                         f"{r['test_elbo_nats']:>10.2f} {r['iwae_nll_nats']:>10.2f} +/-{r['iwae_nll_sem']:<4.2f} "
+                         f"{r['nll_minus_reference']:>+9.2f} {r['speed_vs_reference']:>8.2f}x "
+                         f"{r['active_units']:>3}/{r['latent_dim']:<3}" for r in rows],
+                "NLL - ref < 0: better than pytorch/examples under the same budget. +/-: standard error over "
+                "images (the models share the test images, so differences are tighter than that).")
     (out / "results.json").write_text(json.dumps({"args": vars(args), "device": device, "rows": rows}, indent=2) + "\n")
     return 0
 

@@ -341,7 +341,7 @@ class GAN(GenerativeModel):
         return {
             "generator": adam(self.generator.parameters(), lr=settings.lr, betas=betas),
             "discriminator": adam(self.discriminator.parameters(),
-                                              lr=settings.lr * self.config.d_lr_mult, betas=betas),
+                                  lr=settings.lr * self.config.d_lr_mult, betas=betas),
         }
 
     def train_step(self, nets: Mapping[str, nn.Module], optimizers: Mapping[str, torch.optim.Optimizer],
