@@ -131,7 +131,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16 autocast (GPU)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the networks")
-    ap.add_argument("--rounds", type=int, default=3, help="alternating reference/genlab rounds (medians)")
+    ap.add_argument("--rounds", type=int, default=6, help="alternating reference/genlab rounds (medians)")
     ap.add_argument("--no-reference", action="store_true", help="skip the pytorch/examples comparison")
     args = ap.parse_args()
     overrides = {"device": args.device, "precision": args.precision, "compile": args.compile}
@@ -171,15 +171,21 @@ def main() -> None:
             for precision in ours:
                 ours[precision].append(genlab_train_images_per_second(
                     "vae", "mlp", data, batch, args.seconds / args.rounds, **{**overrides, "precision": precision})[0])
-        ref_ips = {name: statistics.median(v) for name, v in refs.items()}
         print(f"{'  reference':<14} {batch:>6} " + " " * 32
-              + "   ".join(f"{f'{ips:,.0f} img/s':>16}" for ips in ref_ips.values()))
+              + "   ".join(f"{f'{statistics.median(v):,.0f} img/s':>16}" for v in refs.values()))
         for precision, values in ours.items():
             ips = statistics.median(values)
             gflops = ips * mlp_vae_training_flops_per_image() / 1e9
             print(f"{'  genlab ' + precision:<14} {batch:>6} {ips:>13,.0f} {gflops:>8.1f} {100 * gflops / peak:>6.1f}%   "
-                  + "   ".join(f"{f'{ips / r:.2f}x':>16}" for r in ref_ips.values()))
-    print(f"\nmedians of {args.rounds} alternating rounds of {args.seconds / args.rounds:g} s each")
+                  + "   ".join(f"{f'{paired_ratio(values, v):.2f}x':>16}" for v in refs.values()))
+    print(f"\nimages/s: medians of {args.rounds} alternating rounds of {args.seconds / args.rounds:g} s each; "
+          "ratios: the median of the rounds' own ratios")
+
+
+def paired_ratio(ours: list[float], reference: list[float]) -> float:
+    """Median over rounds of genlab/reference within the round: a slow spell of the machine
+    lasts seconds to minutes, so it tends to hit both sides of one round, and this cancels it."""
+    return statistics.median(a / b for a, b in zip(ours, reference))
 
 
 if __name__ == "__main__":

@@ -1,15 +1,15 @@
-"""VAE quality under a fixed wall-clock budget: genlab's mlp and conv presets vs pytorch/examples' VAE.
+"""VAE quality under a fixed wall-clock budget: genlab's mlp, conv and vamp presets vs pytorch/examples' VAE.
 
     python benchmarks/vae_quality.py                      # 10 minutes per model, the real figure
     python benchmarks/vae_quality.py --minutes 0.2 --eval-images 200 --k 50   # smoke mode (~1-2 min)
 
-All three train on the full Fashion-MNIST train split, dynamically binarised (each step sees
+All train on the full Fashion-MNIST train split, dynamically binarised (each step sees
 x ~ Bernoulli(intensity), as in the IWAE paper), for the same wall-clock budget each. The
 reference is pytorch/examples' ``vae/main.py`` written out as that script has it: torchvision's
 per-item MNIST + ``ToTensor`` (``reference_vae.TorchvisionMNIST``) -> ``DataLoader(batch 128,
 shuffle)`` -> 784-400-20 MLP
 (fc1/fc21/fc22/fc3/fc4), BCE on sigmoid outputs summed over pixels and batch, Adam 1e-3, with
-the binarisation added for fairness. All three are then evaluated by the same code,
+the binarisation added for fairness. All are then evaluated by the same code,
 :func:`genlab.nll.evaluate_vae`, on the first ``--eval-images`` test images binarised with seed 0:
 test ELBO and IWAE NLL (k importance samples, Burda et al. 2016) in nats.
 
@@ -110,6 +110,7 @@ def main(argv=None) -> int:
     ap = budget_parser(__doc__, minutes=10.0, out="runs/bench-vae-quality")
     ap.add_argument("--eval-images", type=int, default=2000, help="test images evaluated (default 2000)")
     ap.add_argument("--k", type=int, default=1000, help="importance samples per image (default 1000)")
+    ap.add_argument("--presets", default="mlp,conv,vamp", help="genlab presets to train (default mlp,conv,vamp)")
     args = ap.parse_args(argv)
 
     device = auto_device() if args.device == "auto" else args.device
@@ -123,7 +124,7 @@ def main(argv=None) -> int:
 
     warm_up(device)
     trained = {}
-    for name in ("mlp", "conv"):
+    for name in args.presets.split(","):
         set_seed(args.seed)
         trained[f"genlab {name}"] = train_genlab(name, data, test, args.minutes, device, args.seed, out)
         print(f"  trained genlab {name}", file=sys.stderr)

@@ -76,7 +76,9 @@ def test_bernoulli_reconstruction_is_summed_bce():
 @pytest.mark.parametrize("bad", [dict(latent_dim=0), dict(beta=-1.0), dict(likelihood="poisson"),
                                  dict(hidden=()), dict(arch="rnn"), dict(recon_reduction="max"),
                                  dict(arch="conv", conv_dense=(0,)), dict(iw_samples=0),
-                                 dict(iw_samples=5, beta=4.0), dict(iw_samples=5, kl_warmup_steps=100)])
+                                 dict(iw_samples=5, beta=4.0), dict(iw_samples=5, kl_warmup_steps=100),
+                                 dict(prior="laplace"), dict(prior="vamp", pseudo_inputs=0),
+                                 dict(prior="vamp", pseudo_inputs=2.5), dict(prior="vamp", conditional=True)])
 def test_bad_model_config_is_refused(bad):
     from genlab.errors import ConfigError
 

@@ -284,15 +284,18 @@ def cmd_explore(args: argparse.Namespace) -> int:
         data = _load_data(args, run)
         x, y = _pick(data, 1000, args.seed)
         mu, lv = posterior_means(model, x, y if model.conditional else None)
-        kl = kl_divergence(mu, lv).mean(0)
+        # The n most informative units: largest KL to N(0, 1), or for a VampPrior (whose KL does
+        # not split by unit) largest variance of the posterior means, the active-unit statistic.
+        score = kl_divergence(mu, lv).mean(0) if model.prior_is_standard_normal else mu.var(0)
+        ranking = "largest KL" if model.prior_is_standard_normal else "most varied posterior means"
         n = min(args.n or 10, d)
-        dims = sorted(torch.argsort(kl, descending=True)[:n].tolist())  # the n most informative units
+        dims = sorted(torch.argsort(score, descending=True)[:n].tolist())
         label = args.label if args.label is not None else int(y[0])
         image = None if args.center == "zero" else x[:1]
         grid = traverse(model, image, label, dims=dims, values=torch.linspace(-3, 3, args.steps))
         save_grid(grid, out, nrow=args.steps)
         if not args.quiet:
-            print(f"rows: latent dims {dims} (largest KL on test images), offsets -3..3 around "
+            print(f"rows: latent dims {dims} ({ranking} on test images), offsets -3..3 around "
                   f"{'z = 0' if image is None else 'the posterior mean of one test image'}")
     elif what == "manifold":
         n = args.n or 20

@@ -73,7 +73,8 @@ def _bounds(model, images: Tensor, labels: Tensor | None, *, k: int, batch_size:
         model.eval()
     device = _device_of(model)
     images = _as_float(images)
-    iwae, elbo, mus, lvs = [], [], [], []
+    standard_prior = getattr(model, "prior_is_standard_normal", True)
+    iwae, elbo, recon, mus, lvs = [], [], [], [], []
     for lo in range(0, images.shape[0], batch_size):
         x = images[lo : lo + batch_size].to(device)
         y = labels[lo : lo + batch_size].to(device) if conditional else None
@@ -81,20 +82,28 @@ def _bounds(model, images: Tensor, labels: Tensor | None, *, k: int, batch_size:
         b, d = mu.shape
         acc = torch.full((b,), -math.inf, dtype=torch.float64, device=device)
         ll_sum = torch.zeros(b, dtype=torch.float64, device=device)
+        lw_sum = torch.zeros(b, dtype=torch.float64, device=device)
         for s0 in range(0, k, chunk):
             c = min(chunk, k - s0)
             eps = torch.randn(c, b, d, generator=generator, device=generator.device, dtype=mu.dtype).to(device)
             log_w, log_px_z = log_importance_weights(model, x, y, mu, log_var, eps)  # (c, B) each
             acc = torch.logaddexp(acc, torch.logsumexp(log_w.double(), dim=0))
             ll_sum += log_px_z.double().sum(0)
+            lw_sum += log_w.double().sum(0)
         iwae.append((acc - math.log(k)).cpu())
         # ELBO = E_q[log p(x|z)] - KL(q || p): the recon term averaged over the same k draws,
-        # the KL in closed form (lower variance than averaging the log-weights). It is the
-        # negative of the training loss for sum reductions, and equals L_1 in expectation.
-        elbo.append((ll_sum / k - kl_divergence(mu, log_var).double().sum(-1)).cpu())
+        # the KL in closed form for the N(0, I) prior (lower variance than averaging the
+        # log-weights), else averaged over the draws too. It is the negative of the training
+        # loss for sum reductions, and equals L_1 in expectation.
+        if standard_prior:
+            elbo.append((ll_sum / k - kl_divergence(mu, log_var).double().sum(-1)).cpu())
+        else:
+            elbo.append((lw_sum / k).cpu())
+        recon.append((ll_sum / k).cpu())
         mus.append(mu.float().cpu())
         lvs.append(log_var.float().cpu())
-    return {"iwae": torch.cat(iwae), "elbo": torch.cat(elbo), "mu": torch.cat(mus), "log_var": torch.cat(lvs)}
+    return {"iwae": torch.cat(iwae), "elbo": torch.cat(elbo), "log_px_z": torch.cat(recon), "mu": torch.cat(mus),
+            "log_var": torch.cat(lvs)}
 
 
 def _device_of(model) -> torch.device:
@@ -120,10 +129,11 @@ def importance_weighted_bound(model, images: Tensor, labels: Tensor | None = Non
 
 def elbo(model, images: Tensor, labels: Tensor | None = None, *, k: int = 1, batch_size: int = 100,
          chunk: int | None = None, generator: torch.Generator | None = None) -> Tensor:
-    """Per-image ELBO E_q[log p(x|z)] - KL(q(z|x) || N(0, I)) in nats, (N,) float64 on the CPU.
+    """Per-image ELBO E_q[log p(x|z)] - KL(q(z|x) || p(z)) in nats, (N,) float64 on the CPU.
 
-    The KL is exact; the reconstruction term is averaged over ``k`` draws (k = 1: the
-    single-sample estimate the training loss uses). Same arguments as
+    For the N(0, I) prior the KL is exact and the reconstruction term is averaged over ``k``
+    draws (k = 1: the single-sample estimate the training loss uses); for a VampPrior the
+    whole log-weight is averaged over the draws. Same arguments as
     :func:`importance_weighted_bound`.
     """
     return _bounds(model, images, labels, k=k, batch_size=batch_size, chunk=chunk, generator=generator)["elbo"]
@@ -155,8 +165,8 @@ def evaluate_vae(run_dir_or_model, dataset=None, *, k: int = 5000, n_images: int
     Returns a JSON-ready dict: ``iwae_nll_nats`` (= -mean L_k, the figure papers report),
     ``elbo_nats`` (mean ELBO, a log-probability bound: <= -iwae_nll_nats up to MC noise),
     ``iwae_nll_sem`` (its standard error over images), ``k``, ``n_images``, ``active_units``
-    (Burda et al.: Var_x E_q[z_j|x] > 0.01), ``kl_per_dim`` (mean KL(q||p) per latent
-    dimension in nats), ``likelihood``, ``binarized``, plus where the data came from.
+    (Burda et al.: Var_x E_q[z_j|x] > 0.01), ``kl_nats`` (mean KL(q||p)), ``kl_per_dim`` (its
+    split per latent dimension; N(0, I) prior only), ``likelihood``, ``binarized``, plus where the data came from.
     """
     from .data import Dataset, load_dataset
 
@@ -188,8 +198,10 @@ def evaluate_vae(run_dir_or_model, dataset=None, *, k: int = 5000, n_images: int
     gen = torch.Generator().manual_seed(seed)
     out = _bounds(model, images, labels, k=k, batch_size=batch_size, chunk=chunk, generator=gen)
     n_active, unit_var = active_units(out["mu"])
-    kl_dims = kl_divergence(out["mu"], out["log_var"]).mean(0)
     iwae = out["iwae"]
+    per_dim = {}
+    if getattr(model, "prior_is_standard_normal", True):  # a VampPrior's KL does not split by dimension
+        per_dim["kl_per_dim"] = [round(float(v), 4) for v in kl_divergence(out["mu"], out["log_var"]).mean(0)]
     return {
         "iwae_nll_nats": round(float(-iwae.mean()), 4),
         "elbo_nats": round(float(out["elbo"].mean()), 4),
@@ -198,7 +210,8 @@ def evaluate_vae(run_dir_or_model, dataset=None, *, k: int = 5000, n_images: int
         "n_images": int(n),
         "active_units": n_active,
         "latent_dim": int(out["mu"].shape[1]),
-        "kl_per_dim": [round(float(v), 4) for v in kl_dims],
+        "kl_nats": round(float((out["log_px_z"] - out["elbo"]).mean()), 4),
+        **per_dim,
         "posterior_mean_variance": [round(float(v), 5) for v in unit_var],
         "likelihood": likelihood_name(model),
         "binarized": bool(binarize),
@@ -240,9 +253,13 @@ def _resolve_device(name: str | None) -> str:
 
 def format_nll_table(result: dict[str, Any], title: str = "") -> str:
     """The evaluation as aligned text (what ``genlab nll`` prints)."""
-    kl = result["kl_per_dim"]
-    order = sorted(range(len(kl)), key=lambda j: -kl[j])
-    top = ", ".join(f"z{j}={kl[j]:.2f}" for j in order[:8]) + (", ..." if len(kl) > 8 else "")
+    kl = result.get("kl_per_dim")
+    if kl is not None:
+        order = sorted(range(len(kl)), key=lambda j: -kl[j])
+        top = ", ".join(f"z{j}={kl[j]:.2f}" for j in order[:8]) + (", ..." if len(kl) > 8 else "")
+        kl_row = ("KL per dim (largest)", f"{top}  (total {result['kl_nats']:.2f} nats)")
+    else:
+        kl_row = ("KL to the prior", f"{result['kl_nats']:.2f} nats  (Monte Carlo; a VampPrior's KL has no per-dim split)")
     data = f"{result['dataset']} {result['split']}, first {result['n_images']} images" + (
         ", binarised (seed {})".format(result["seed"]) if result["binarized"] else "")
     rows = [
@@ -251,7 +268,7 @@ def format_nll_table(result: dict[str, Any], title: str = "") -> str:
         (f"IWAE NLL (k={result['k']})", f"{result['iwae_nll_nats']:.2f} nats  (+/- {result['iwae_nll_sem']:.2f} s.e.)"),
         ("-ELBO", f"{-result['elbo_nats']:.2f} nats  (gap to IWAE: {-result['elbo_nats'] - result['iwae_nll_nats']:.2f})"),
         ("active units", f"{result['active_units']} of {result['latent_dim']}  (Var_x E[z_j|x] > 0.01)"),
-        ("KL per dim (largest)", f"{top}  (total {sum(kl):.2f} nats)"),
+        kl_row,
     ]
     width = max(len(r[0]) for r in rows)
     lines = ([title] if title else []) + [f"{a:<{width}}  {b}" for a, b in rows]

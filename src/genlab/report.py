@@ -202,7 +202,7 @@ def evaluation_html(evaluation) -> str:
         nll = r["nll"]
         parts.append("<h2>Test log-likelihood (VAE)</h2><table>" + "".join(
             f"<tr><td>{html.escape(k)}</td><td class=\"num\">{html.escape(fmt(nll.get(k)))}</td></tr>"
-            for k in ("iwae_nll_nats", "iwae_nll_sem", "elbo_nats", "k", "n_images", "active_units",
+            for k in ("iwae_nll_nats", "iwae_nll_sem", "elbo_nats", "kl_nats", "k", "n_images", "active_units",
                       "latent_dim", "likelihood") if k in nll) + "</table>")
     parts.append("<h2>Samples</h2>" + img_tag(grid_png(evaluation.samples[:64], nrow=8), "sample grid"))
     modes = r["details"].get("modes")
