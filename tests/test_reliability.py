@@ -233,6 +233,27 @@ def test_resume_refuses_other_settings(run_copy, capsys):
     assert "--lr cannot change a run being resumed" in capsys.readouterr().err
 
 
+def test_resume_accepts_a_checkpoint_from_before_a_setting_existed(run_copy, capsys):
+    """A checkpoint written by an older genlab lacks settings added since; they mean their defaults."""
+    config = json.loads((run_copy / "config.json").read_text())
+    for key in ("prior", "pseudo_inputs", "iw_samples"):
+        del config["model"][key]
+    (run_copy / "config.json").write_text(json.dumps(config))
+    for state in run_copy.glob("checkpoints/*/state.json"):
+        meta = json.loads(state.read_text())
+        for key in ("prior", "pseudo_inputs", "iw_samples"):
+            del meta["config"]["model"][key]
+        state.write_text(json.dumps(meta))
+    assert main(["train", "--resume", str(run_copy), "--epochs", "3", "--max-steps", "45", "--quiet"]) == 0
+    assert logged_steps(run_copy)[-1] == 45
+    last = ckpt.checkpoint_dirs(run_copy)[-1] / "state.json"
+    meta = json.loads(last.read_text())
+    meta["config"]["model"]["prior"] = "vamp"  # a real difference is still refused
+    last.write_text(json.dumps(meta))
+    assert main(["train", "--resume", str(run_copy), "--epochs", "4", "--quiet"]) == 2
+    assert "model.prior" in capsys.readouterr().err
+
+
 def test_max_minutes_stops_at_a_checkpoint_and_resumes(mnist_dir, straight, tmp_path, monkeypatch, capsys):
     out = tmp_path / "budget"
     clock = iter(range(10**6))

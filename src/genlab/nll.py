@@ -15,6 +15,9 @@ standard-normal prior can be checked (the tests use probabilistic PCA, whose log
 - ``encode(x, y) -> (mu, log_var)``: the diagonal Gaussian q(z|x), each (B, D);
 - ``log_likelihood(x, z, y) -> (S, B)``: log p(x|z) summed over pixels for z of shape (S, B, D).
 
+A model with another prior (the VampPrior) also sets ``prior_is_standard_normal = False`` and
+provides ``log_prior(z) -> (S, B)``; the tests check that path on a PPCA with a mixture prior.
+
 Which likelihood that is (see :meth:`genlab.models.vae.VAE.log_likelihood`): Bernoulli for
 ``bernoulli`` (a probability of binary images: evaluate on binarised images), a Gaussian
 density for ``mse`` and ``gaussian``. A density on continuous pixels is not comparable with a

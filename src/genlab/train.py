@@ -546,6 +546,10 @@ def _check_same_run(path: Path, identity: dict[str, Any]) -> int:
     saved = meta.get("config")
     if not isinstance(saved, dict):
         raise CheckpointError(f"{path}: records no config, so it cannot be checked against this run")
+    try:  # a setting added to genlab after the checkpoint was written gets its default, as config.json does
+        saved = RunConfig.from_dict(saved, where=str(path)).to_dict()
+    except ConfigError:
+        pass  # compared as written: the difference then names the key
     diff = config_differences(saved, identity["config"])
     if diff:
         raise CheckpointError(f"{path} was written with other settings than {ckpt.CONFIG_FILE} now holds: "
