@@ -131,7 +131,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16 autocast (GPU)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the networks")
-    ap.add_argument("--rounds", type=int, default=6, help="alternating reference/genlab rounds (medians)")
+    ap.add_argument("--rounds", type=int, default=6, help="alternating reference/genlab rounds (median of their ratios)")
     ap.add_argument("--no-reference", action="store_true", help="skip the pytorch/examples comparison")
     args = ap.parse_args()
     overrides = {"device": args.device, "precision": args.precision, "compile": args.compile}

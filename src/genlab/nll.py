@@ -260,7 +260,7 @@ def format_nll_table(result: dict[str, Any], title: str = "") -> str:
     if kl is not None:
         order = sorted(range(len(kl)), key=lambda j: -kl[j])
         top = ", ".join(f"z{j}={kl[j]:.2f}" for j in order[:8]) + (", ..." if len(kl) > 8 else "")
-        kl_row = ("KL per dim (largest)", f"{top}  (total {result['kl_nats']:.2f} nats)")
+        kl_row = ("KL per dim (largest)", f"{top}  (total {result.get('kl_nats', sum(kl)):.2f} nats)")
     else:
         kl_row = ("KL to the prior", f"{result['kl_nats']:.2f} nats  (Monte Carlo; a VampPrior's KL has no per-dim split)")
     data = f"{result['dataset']} {result['split']}, first {result['n_images']} images" + (
