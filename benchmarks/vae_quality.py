@@ -90,11 +90,24 @@ class ExamplesForEvaluation(nn.Module):
 
 
 # -- genlab's presets -----------------------------------------------------------------------------
+PROBE_MINUTES = 0.25  # a preset with a decaying rate first times a run this long to size its schedule
+
+
 def train_genlab(preset: str, data, test, minutes: float, device: str, seed: int, out: Path) -> dict:
     p = get_preset("vae", preset)
     model_cfg = dataclasses.replace(p.model, binarize=True)  # --set model.binarize=true
     train_cfg = dataclasses.replace(TrainConfig(), **{**p.train, "epochs": BIG}, max_minutes=minutes,
                                     checkpoint_every=BIG, log_every=500, seed=seed, device=device)
+    if train_cfg.lr_schedule != "constant":
+        # A decaying rate must know where the run ends. The probe's time comes out of the
+        # model's budget, so the wall clock it gets stays the reference's.
+        probe = dataclasses.replace(train_cfg, max_minutes=PROBE_MINUTES)
+        run = RunConfig("vae", preset, model_cfg, DataConfig(data.name, "train"), probe)
+        t0 = time.perf_counter()
+        rate = train(run, out / f"{preset}-probe", overwrite=True, quiet=True, data=data, heldout=test)
+        minutes -= (time.perf_counter() - t0) / 60  # the whole probe, its end-of-run pictures included
+        steps = int(0.98 * rate.steps / rate.seconds * 60 * minutes)
+        train_cfg = dataclasses.replace(train_cfg, max_steps=steps, max_minutes=minutes)
     run = RunConfig("vae", preset, model_cfg, DataConfig(data.name, "train"), train_cfg)
     result = train(run, out / preset, overwrite=True, quiet=True, data=data, heldout=test)
     from genlab.checkpoint import load_run

@@ -83,6 +83,8 @@ def test_existing_run_is_not_overwritten(mnist_dir, seed_run, capsys):
     (["--preset", "nope"], "unknown vae preset"),
     (["--set", "model.colour=1"], "unknown key"),
     (["--on-nonfinite", "ignore"], "on_nonfinite"),
+    (["--lr-schedule", "step"], "lr_schedule"),
+    (["--warmup-steps", "-1"], "warmup_steps"),
 ])
 def test_bad_settings_give_one_clear_error(mnist_dir, tmp_path, capsys, args, words):
     code = train_seed(mnist_dir, tmp_path / "r", *args)

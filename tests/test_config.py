@@ -95,7 +95,9 @@ def test_config_from_dict_then_validate_raise_only_config_error(cls, values):
 def valid_train(draw) -> TrainConfig:
     return TrainConfig(
         epochs=draw(st.integers(1, 1000)), batch_size=draw(st.integers(1, 10**5)),
-        lr=draw(st.floats(min_value=1e-12, max_value=10.0)), seed=draw(st.integers(0, 2**63 - 1)),
+        lr=draw(st.floats(min_value=1e-12, max_value=10.0)),
+        lr_schedule=draw(st.sampled_from(["constant", "cosine", "linear"])), warmup_steps=draw(st.integers(0, 10**6)),
+        seed=draw(st.integers(0, 2**63 - 1)),
         device=draw(st.sampled_from(["auto", "cpu", "cuda", "cuda:3"])), log_every=draw(st.integers(1, 10**6)),
         checkpoint_every=draw(st.integers(0, 10**6)), keep_checkpoints=draw(st.integers(1, 100)),
         grad_clip=draw(st.none() | st.floats(min_value=1e-9, max_value=1e9)),

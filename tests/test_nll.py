@@ -348,3 +348,17 @@ def test_vamp_trains_evaluates_samples_and_explores_through_the_cli(mnist_dir, t
     assert main(["train", "vae", "--preset", "cvae", *base, "--max-steps", "2", "--out", str(tmp_path / "c"),
                  "--quiet", "--set", "model.prior=vamp"]) == 2
     assert "model.prior = vamp" in capsys.readouterr().err and not (tmp_path / "c").exists()
+
+
+def test_vamp_preset_trains_under_bf16_autocast_with_its_cosine_schedule(mnist_dir, tmp_path):
+    """The preset's settings together: bf16 matrix work, the mixture prior's log-density, a decaying rate."""
+    out = tmp_path / "vamp-bf16"
+    assert main(["train", "vae", "--preset", "vamp", "--dataset", "mnist", "--data-dir", str(mnist_dir),
+                 "--split", "test", "--max-steps", "12", "--log-every", "4", "--precision", "bf16", "--set",
+                 "model.conv_channels=[8,16]", "--set", "model.pseudo_inputs=10", "--out", str(out), "--quiet"]) == 0
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(x["loss"]) and x["kl"] > 0 for x in lines)
+    assert [x["lr"] for x in lines] == pytest.approx([4e-3 * (1 + math.cos(math.pi * s / 12)) / 2
+                                                      for s in (3, 7, 11)])
+    assert json.loads((out / "summary.json").read_text())["precision"] == "bf16"
+    assert main(["nll", str(out), "--k", "10", "-n", "50"]) == 0

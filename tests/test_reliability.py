@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import gzip
 import json
+import math
 import os
 import pickle
 import shutil
@@ -254,12 +255,11 @@ def test_resume_accepts_a_checkpoint_from_before_a_setting_existed(run_copy, cap
     assert "model.prior" in capsys.readouterr().err
 
 
-def test_max_minutes_stops_at_a_checkpoint_and_resumes(mnist_dir, straight, tmp_path, monkeypatch, capsys):
-    out = tmp_path / "budget"
+def stop_by_the_clock_then_resume(mnist_dir, out, monkeypatch, *extra: str) -> None:
+    """Train until a fake clock (one second per read) passes --max-minutes, then resume without it."""
     clock = iter(range(10**6))
-    monkeypatch.setattr("genlab.train.time.perf_counter", lambda: next(clock) * 1.0)  # one second per read
-    assert main(train_args(mnist_dir, out, "--max-minutes", "0.2")) == 0  # 12 "seconds"
-    assert "--max-minutes" in capsys.readouterr().err
+    monkeypatch.setattr("genlab.train.time.perf_counter", lambda: next(clock) * 1.0)
+    assert main(train_args(mnist_dir, out, *extra, "--max-minutes", "0.2")) == 0  # 12 "seconds"
     done = ckpt.checkpoint_dirs(out)[-1]
     assert 0 < int(done.name[5:]) < STEPS and (out / "model.safetensors").is_file()
     monkeypatch.undo()
@@ -267,6 +267,12 @@ def test_max_minutes_stops_at_a_checkpoint_and_resumes(mnist_dir, straight, tmp_
     config["train"]["max_minutes"] = None
     (out / "config.json").write_text(json.dumps(config))  # allowed: it only says when to stop
     assert main(["train", "--resume", str(out), "--quiet"]) == 0
+
+
+def test_max_minutes_stops_at_a_checkpoint_and_resumes(mnist_dir, straight, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "budget"
+    stop_by_the_clock_then_resume(mnist_dir, out, monkeypatch)
+    assert "--max-minutes" in capsys.readouterr().err
     assert (out / "model.safetensors").read_bytes() == (straight / "model.safetensors").read_bytes()
 
 
@@ -591,3 +597,74 @@ def test_training_steps_reuse_freed_memory_instead_of_faulting_it_in_again():
     default, kept = faults_per_step("default"), faults_per_step("keep")
     assert default > 100, default  # glibc's default trims and re-maps the 1.6 MB activations each step
     assert kept < default / 10, (kept, default)  # what remains is not the activations (~400 pages)
+
+
+# -- 5: learning-rate schedules ---------------------------------------------------------------------------
+def test_cosine_schedule_with_warmup_sets_each_steps_rate(mnist_dir, tmp_path, monkeypatch):
+    """The rate Adam uses at step s is lr * min(1, (s+1)/warmup) * (1 + cos(pi s / total)) / 2, logged as such."""
+    seen = []
+    original = VAE.train_step
+
+    def train_step(self, nets, opt, x, y, ctx):
+        seen.append(opt["vae"].param_groups[0]["lr"])
+        return original(self, nets, opt, x, y, ctx)
+
+    monkeypatch.setattr(VAE, "train_step", train_step)
+    out = tmp_path / "cos"
+    assert main(train_args(mnist_dir, out, "--lr", "0.01", "--lr-schedule", "cosine", "--warmup-steps", "4",
+                           "--log-every", "1")) == 0
+    expected = [0.01 * min(1, (s + 1) / 4) * (1 + math.cos(math.pi * s / STEPS)) / 2 for s in range(STEPS)]
+    assert seen == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    assert seen[3] == pytest.approx(0.01 * (1 + math.cos(math.pi * 3 / STEPS)) / 2)  # warm-up over
+    assert 0 < seen[-1] < 1e-4  # the last step's rate, nearly 0
+    assert [m["lr"] for m in metrics(out)] == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+def test_linear_schedule_scales_both_gan_rates(mnist_dir, tmp_path, monkeypatch):
+    """Each optimiser keeps its own base rate: D's lr * d_lr_mult decays by the same factor as G's."""
+    from genlab.models.gan import GAN
+
+    seen = []
+    original = GAN.train_step
+
+    def train_step(self, nets, opt, x, y, ctx):
+        seen.extend([opt["generator"].param_groups[0]["lr"], opt["discriminator"].param_groups[0]["lr"]])
+        return original(self, nets, opt, x, y, ctx)
+
+    monkeypatch.setattr(GAN, "train_step", train_step)
+    assert main(["train", "gan", "--preset", "seed", "--dataset", "mnist", "--data-dir", str(mnist_dir),
+                 "--split", "test", "--batch-size", "500", "--epochs", "1", "--lr", "0.001", "--lr-schedule",
+                 "linear", "--set", "model.d_lr_mult=4", "--out", str(tmp_path / "gan"), "--quiet"]) == 0
+    expected = [rate * (1 - s / 20) for s in range(20) for rate in (0.001, 0.004)]  # (G, D) at each step
+    assert seen == pytest.approx(expected, rel=1e-12)
+
+
+def test_scheduled_run_stopped_by_the_clock_resumes_bit_identical(mnist_dir, tmp_path, monkeypatch):
+    """The schedule is a function of the step, so a resumed run takes exactly the straight run's rates."""
+    schedule = ("--lr-schedule", "cosine", "--warmup-steps", "6")
+    assert main(train_args(mnist_dir, tmp_path / "straight", *schedule)) == 0
+    out = tmp_path / "budget"
+    stop_by_the_clock_then_resume(mnist_dir, out, monkeypatch, *schedule)
+    assert (out / "model.safetensors").read_bytes() == (tmp_path / "straight" / "model.safetensors").read_bytes()
+    constant = tmp_path / "constant"
+    assert main(train_args(mnist_dir, constant)) == 0  # and the schedule did change the weights
+    assert (constant / "model.safetensors").read_bytes() != (out / "model.safetensors").read_bytes()
+
+
+@pytest.mark.parametrize("flags, expected", [({"avx512f", "avx512_bf16"}, "bf16"), ({"amx_bf16"}, "bf16"),
+                                             ({"avx512f", "avx2"}, "fp32"), (set(), "fp32")])
+def test_precision_auto_autocasts_only_where_the_cpu_has_bf16(mnist_dir, tmp_path, monkeypatch, flags, expected):
+    autocast = []
+    original = VAE.train_step
+
+    def train_step(self, nets, opt, x, y, ctx):
+        autocast.append(torch.is_autocast_enabled("cpu"))
+        return original(self, nets, opt, x, y, ctx)
+
+    monkeypatch.setattr(VAE, "train_step", train_step)
+    monkeypatch.setattr("genlab.train._cpu_flags", lambda: flags)
+    out = tmp_path / "auto"
+    assert main(train_args(mnist_dir, out, "--precision", "auto", "--epochs", "1", "--device", "cpu")) == 0
+    assert autocast == [expected == "bf16"] * 20
+    assert json.loads((out / "summary.json").read_text())["precision"] == expected
+    assert json.loads((out / "config.json").read_text())["train"]["precision"] == "auto"  # resolved per machine

@@ -32,6 +32,8 @@ TRAIN_FLAGS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "--epochs": ("epochs", int),
     "--batch-size": ("batch_size", int),
     "--lr": ("lr", float),
+    "--lr-schedule": ("lr_schedule", str),
+    "--warmup-steps": ("warmup_steps", int),
     "--seed": ("seed", int),
     "--device": ("device", str),
     "--log-every": ("log_every", int),
@@ -59,6 +61,8 @@ FLAG_HELP = {
     "--epochs": "passes over the training split",
     "--batch-size": "global batch (split over torchrun processes)",
     "--lr": "learning rate (GANs: the generator's; D's is lr * model.d_lr_mult)",
+    "--lr-schedule": "constant | cosine | linear (decay to 0 over the planned steps)",
+    "--warmup-steps": "raise the learning rate linearly over these first steps",
     "--seed": "one seed for weights, data order and noise (default 0)",
     "--device": "auto | cpu | cuda | cuda:N",
     "--log-every": "steps between metrics.jsonl lines",
@@ -69,7 +73,7 @@ FLAG_HELP = {
     "--sample-every": "GANs: steps between progress grids (0 = family default)",
     "--max-steps": "stop after this many optimiser steps",
     "--max-minutes": "stop after this wall-clock budget (a checkpoint is written)",
-    "--precision": "fp32 | bf16 (autocast)",
+    "--precision": "fp32 | bf16 (autocast) | auto (bf16 where the hardware has it)",
 }
 
 

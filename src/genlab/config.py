@@ -56,11 +56,16 @@ class DataConfig:
                 "data.sources must map file roles to paths (strings)")
 
 
+LR_SCHEDULES = ("constant", "cosine", "linear")
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 10
     batch_size: int = 128  # per optimiser step, over all processes (the global batch)
     lr: float = 1e-3
+    lr_schedule: str = "constant"  # "cosine" | "linear": decay to 0 over the run's planned steps
+    warmup_steps: int = 0  # the rate rises linearly to lr over these first steps
     seed: int = 0  # one seed for weights, data order and noise: same seed => same weights
     device: str = "auto"  # "auto" picks cuda when available
     log_every: int = 100  # steps between metrics.jsonl lines (plus one at each epoch's end)
@@ -72,10 +77,12 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimiser steps (smoke runs, benchmarks)
     max_minutes: float | None = None  # stop after this wall-clock budget, at a step boundary
     compile: bool = False  # torch.compile the networks (pays a start-up cost)
-    precision: str = "fp32"  # "bf16": autocast matrix work to bfloat16 (GPUs; weights stay fp32)
+    precision: str = "fp32"  # "bf16": autocast matrix work to bfloat16 (weights stay fp32); "auto": bf16
+    # where the hardware has bf16 arithmetic (recent GPUs, CPUs with avx512_bf16 / amx_bf16), else fp32
 
     def validate(self) -> None:
-        _check_types(self, {"epochs": _INT, "batch_size": _INT, "lr": _NUM, "seed": _INT, "device": (str,),
+        _check_types(self, {"epochs": _INT, "batch_size": _INT, "lr": _NUM, "lr_schedule": (str,),
+                            "warmup_steps": _INT, "seed": _INT, "device": (str,),
                             "log_every": _INT, "checkpoint_every": _INT, "keep_checkpoints": _INT,
                             "grad_clip": _NUM, "on_nonfinite": (str,), "sample_every": _INT,
                             "max_steps": _INT, "max_minutes": _NUM, "compile": (bool,),
@@ -84,6 +91,9 @@ class TrainConfig:
         require(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")
         require(self.batch_size >= 1, f"train.batch_size must be >= 1, got {self.batch_size}")
         require(math.isfinite(self.lr) and self.lr > 0, f"train.lr must be a positive number, got {self.lr}")
+        require(self.lr_schedule in LR_SCHEDULES, f"train.lr_schedule must be one of "
+                f"{', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        require(self.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
         require(0 <= self.seed < 2**63, f"train.seed must be in 0..2^63-1, got {self.seed}")
         require(self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device) is not None,
                 f"train.device must be auto, cpu or cuda, got {self.device!r}")
@@ -96,7 +106,8 @@ class TrainConfig:
         require(self.sample_every >= 0, "train.sample_every must be >= 0")
         require(self.max_steps is None or self.max_steps >= 1, "train.max_steps must be >= 1")
         require(self.max_minutes is None or self.max_minutes > 0, "train.max_minutes must be > 0")
-        require(self.precision in ("fp32", "bf16"), f"train.precision must be fp32 or bf16, got {self.precision!r}")
+        require(self.precision in ("fp32", "bf16", "auto"),
+                f"train.precision must be fp32, bf16 or auto, got {self.precision!r}")
 
 
 def _name(key: Any) -> str:
