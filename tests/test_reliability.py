@@ -639,16 +639,15 @@ def test_linear_schedule_scales_both_gan_rates(mnist_dir, tmp_path, monkeypatch)
     assert seen == pytest.approx(expected, rel=1e-12)
 
 
-def test_scheduled_run_stopped_by_the_clock_resumes_bit_identical(mnist_dir, tmp_path, monkeypatch):
+def test_scheduled_run_stopped_by_the_clock_resumes_bit_identical(mnist_dir, straight, tmp_path, monkeypatch):
     """The schedule is a function of the step, so a resumed run takes exactly the straight run's rates."""
     schedule = ("--lr-schedule", "cosine", "--warmup-steps", "6")
     assert main(train_args(mnist_dir, tmp_path / "straight", *schedule)) == 0
     out = tmp_path / "budget"
     stop_by_the_clock_then_resume(mnist_dir, out, monkeypatch, *schedule)
     assert (out / "model.safetensors").read_bytes() == (tmp_path / "straight" / "model.safetensors").read_bytes()
-    constant = tmp_path / "constant"
-    assert main(train_args(mnist_dir, constant)) == 0  # and the schedule did change the weights
-    assert (constant / "model.safetensors").read_bytes() != (out / "model.safetensors").read_bytes()
+    # and the schedule did change the weights: ``straight`` is the same run at a constant rate
+    assert (straight / "model.safetensors").read_bytes() != (out / "model.safetensors").read_bytes()
 
 
 @pytest.mark.parametrize("flags, expected", [({"avx512f", "avx512_bf16"}, "bf16"), ({"amx_bf16"}, "bf16"),
