@@ -417,7 +417,8 @@ class Trainer:
         """One optimiser step, its logs summed, and the divergence checks."""
         x, y = self._batch(self.step)
         if self.scheduled:
-            self._set_lr(lr_factor(self.cfg.lr_schedule, self.step, self.total_steps, self.cfg.warmup_steps))
+            self.lr_scale = lr_factor(self.cfg.lr_schedule, self.step, self.total_steps, self.cfg.warmup_steps)
+            self._set_lr(self.lr_scale)
         self.noise_gen.manual_seed(derive_seed(self.cfg.seed, "noise", self.step))
         ctx = StepContext(self.step, StepNoise(self.noise_gen, self.d.rank, self.d.world_size), self.settings)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
@@ -450,8 +451,7 @@ class Trainer:
             if self.skip_mode:
                 record["skipped_steps"] = self.skipped
             if self.scheduled:
-                record["lr"] = self.cfg.lr * lr_factor(self.cfg.lr_schedule, step - 1, self.total_steps,
-                                                       self.cfg.warmup_steps)
+                record["lr"] = self.cfg.lr * self.lr_scale  # the rate of the step just taken
             record["seconds"] = round(self._elapsed(), 3)
             if not _finite(record):
                 raise self._diverged(f"the mean loss of steps {self.last_logged + 1}..{step} is NaN or inf")
