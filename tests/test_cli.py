@@ -85,6 +85,7 @@ def test_existing_run_is_not_overwritten(mnist_dir, seed_run, capsys):
     (["--on-nonfinite", "ignore"], "on_nonfinite"),
     (["--lr-schedule", "step"], "lr_schedule"),
     (["--warmup-steps", "-1"], "warmup_steps"),
+    (["--set", "model.top_latent_dim=-2"], "top_latent_dim"),
 ])
 def test_bad_settings_give_one_clear_error(mnist_dir, tmp_path, capsys, args, words):
     code = train_seed(mnist_dir, tmp_path / "r", *args)

@@ -362,3 +362,95 @@ def test_vamp_preset_trains_under_bf16_autocast_with_its_cosine_schedule(mnist_d
                                                       for s in (3, 7, 11)])
     assert json.loads((out / "summary.json").read_text())["precision"] == "bf16"
     assert main(["nll", str(out), "--k", "10", "-n", "50"]) == 0
+
+
+# -- the two-layer VAE (top_latent_dim > 0) -------------------------------------------------------
+def _two_layer(prior="normal", **cfg):
+    torch.manual_seed(0)
+    settings = dict(hidden=(16,), latent_dim=2, top_latent_dim=2, top_hidden=16, prior=prior, pseudo_inputs=3) | cfg
+    model = build_model("vae", VAEConfig(**settings)).eval()
+    if prior == "vamp":
+        with torch.no_grad():
+            model.pseudo.uniform_(0, 1)
+    return model
+
+
+def _all_binary_images(side: int = 2) -> torch.Tensor:
+    p = side * side
+    bits = (torch.arange(2**p)[:, None] >> torch.arange(p)) & 1
+    return bits.float().view(-1, 1, side, side)
+
+
+@pytest.mark.parametrize("prior", ["normal", "vamp"])
+def test_two_layer_vae_is_a_distribution_its_bound_sums_to_one_over_all_images(prior):
+    """On 2x2 binary images, the 16 IWAE estimates of p(x) (means of importance weights, unbiased)
+    must add up to 1: a missing term in log p(x, z1, z2) - log q(z1, z2 | x), or z1 drawn from one
+    density and scored under another, breaks it."""
+    model = _two_layer(prior, image_shape=(1, 2, 2))
+    with torch.no_grad():  # milder random conditionals: at full scale the weights are heavy-tailed
+        for layer in (model.bottom_stats, model.bottom_prior[-1], model.bottom_from_top):  # (sum 0.97 at this k)
+            layer.weight.mul_(0.5)
+            layer.bias.mul_(0.5)
+    x = _all_binary_images()
+    log_px = importance_weighted_bound(model, x, k=20_000, generator=_gen(3))
+    assert float(log_px.double().exp().sum()) == pytest.approx(1.0, abs=0.01)
+    # the per-image ELBO is below the bound, which the IWAE estimate tightens
+    assert bool((elbo(model, x, k=2000, generator=_gen(4)) < log_px).all())
+
+
+def test_two_layer_loss_is_minus_the_single_draw_elbo_of_the_hierarchy():
+    model = _two_layer("vamp")
+    x = binarize_images(torch.rand(5, 1, 28, 28))
+    eps = torch.randn(5, 4, generator=_gen(5))  # (eps1, eps2)
+    normal = lambda mu, lv: torch.distributions.Independent(torch.distributions.Normal(mu, (0.5 * lv).exp()), 1)
+    with torch.no_grad():
+        parts = model(x, None, eps)
+        h = model._features(x, None)
+        mu2, lv2 = model.to_stats(h).chunk(2, dim=1)
+        z2 = mu2 + (0.5 * lv2).exp() * eps[:, 2:]
+        mu1, lv1 = model.bottom_stats(torch.relu(model.bottom_from_x(h) + model.bottom_from_top(z2))).chunk(2, dim=1)
+        z1 = mu1 + (0.5 * lv1).exp() * eps[:, :2]
+        pm1, plv1 = model.bottom_prior(z2).chunk(2, dim=1)
+        mu_k, lv_k = model.encode(model.pseudo.clamp(0, 1))[0][:, 2:], model.encode(model.pseudo.clamp(0, 1))[1][:, 2:]
+        log_p2 = torch.logsumexp(normal(mu_k, lv_k).log_prob(z2[:, None]), dim=1) - math.log(3)
+        log_w = (model.log_likelihood(x, torch.cat([z1, z2], 1)[None])[0] + log_p2 + normal(pm1, plv1).log_prob(z1)
+                 - normal(mu2, lv2).log_prob(z2) - normal(mu1, lv1).log_prob(z1))
+    assert model.z_dim == 4 and not model.prior_is_standard_normal
+    assert float(parts["loss"]) == pytest.approx(-float(log_w.mean()), rel=1e-5)
+
+
+def test_two_layer_prior_samples_z1_given_z2():
+    model = _two_layer("normal")
+    with torch.no_grad():
+        z = model.sample_prior(20_000, torch.Generator().manual_seed(0))
+        z1, z2 = z[:, :2], z[:, 2:]
+        mu1, lv1 = model.bottom_prior(z2).chunk(2, dim=1)
+        resid = (z1 - mu1) / (0.5 * lv1).exp()
+    for t in (z2, resid):  # N(0, I) each: z2 from the prior, z1's standardised draw given its z2
+        assert float(t.mean(0).abs().max()) < 0.05 and float((t.var(0) - 1).abs().max()) < 0.05
+    assert model.sample(3).shape == (3, 1, 28, 28)
+
+
+def test_two_layer_vamp_trains_evaluates_samples_and_explores_through_the_cli(mnist_dir, tmp_path, capsys):
+    out = tmp_path / "hvamp"
+    assert main(["train", "vae", "--preset", "vamp", "--dataset", "mnist", "--data-dir", str(mnist_dir),
+                 "--split", "test", "--max-steps", "30", "--log-every", "10", "--precision", "bf16",
+                 "--set", "model.conv_channels=[8,16]", "--set", "model.pseudo_inputs=10",
+                 "--set", "model.top_hidden=32", "--set", "model.latent_dim=5", "--set", "model.top_latent_dim=3",
+                 "--set", "model.binarize=true", "--out", str(out), "--quiet"]) == 0
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["loss"] < lines[0]["loss"] and all(x["kl"] > 0 for x in lines)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["latent_dim"] == 8 and len(summary["posterior_mean_variance"]) == 8
+    result = evaluate_vae(out, k=20, n_images=100)
+    assert result["latent_dim"] == 8 and -result["elbo_nats"] > result["iwae_nll_nats"] > 0
+    capsys.readouterr()
+    assert main(["nll", str(out), "--k", "10", "-n", "50"]) == 0
+    assert "IWAE NLL (k=10)" in capsys.readouterr().out
+    assert main(["sample", str(out), "-n", "16", "--out", str(tmp_path / "s.npy")]) == 0
+    import numpy as np
+    s = np.load(tmp_path / "s.npy")
+    assert s.shape[0] == 16 and np.isfinite(s).all() and s.min() >= 0 and s.max() <= 1
+    for what in ("traverse", "interpolate", "manifold"):
+        assert main(["explore", str(out), "--what", what, "--quiet"]) == 0
+        assert (out / f"explore-{what}.png").is_file()

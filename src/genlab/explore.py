@@ -185,7 +185,7 @@ def traverse(model: VAE, image: Tensor | None = None, label: int | None = None, 
     """
     import torch
 
-    d = model.config.latent_dim
+    d = model.z_dim
     dims = list(range(d)) if dims is None else list(dims)
     values = torch.linspace(-3, 3, 9) if values is None else values
     lab = torch.tensor([label if label is not None else 0])
@@ -209,7 +209,7 @@ def manifold(model: VAE, n: int = 20, *, mu: Tensor | None = None, label: int = 
 
     from .models.vae import latent_manifold
 
-    d = model.config.latent_dim
+    d = model.z_dim
     if d == 2:
         return latent_manifold(model, n, label).float()
     if mu is None:
@@ -265,7 +265,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         raise GenlabError(f"{out} exists; pass --overwrite to replace it")
     model, run = load_vae_run(run_dir, args.device, what="explore")
-    d = model.config.latent_dim
+    d = model.z_dim
     if args.label is not None and not 0 <= args.label < model.config.num_classes:
         raise GenlabError(f"--label must be in 0..{model.config.num_classes - 1}, got {args.label}")
     what = args.what

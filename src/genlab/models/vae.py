@@ -21,6 +21,14 @@ The prior p(z) is N(0, I), or with ``prior="vamp"`` the VampPrior (Tomczak & Wel
 pseudo-images u_k. Its KL has no closed form, so the loss uses the single-draw estimate
 log q(z|x) - log p(z), which the IWAE bound and ``genlab nll`` also use.
 
+With ``top_latent_dim > 0`` the model has two stochastic layers (the HVAE of Tomczak &
+Welling 2018): a top latent z2 with the prior above, and z1 below it,
+
+    p(x, z1, z2) = p(x | z1, z2) p(z1 | z2) p(z2),     q(z1, z2 | x) = q(z1 | x, z2) q(z2 | x),
+
+all conditionals diagonal Gaussians computed by small dense nets. The latent vector that the
+tools see is z = (z1, z2); the loss and the IWAE bound use log p(x, z1, z2) - log q(z1, z2 | x).
+
 Encoder and decoder are optimised jointly on this one loss (the ELBO), not in
 alternation as the tutorial's prose describes: both terms depend on the
 encoder, the reparameterisation makes the whole objective differentiable, and
@@ -61,6 +69,8 @@ class VAEConfig:
     iw_samples: int = 1  # draws of z per image in the loss: 1 = the ELBO, k > 1 = the IWAE bound L_k
     prior: str = "normal"  # "normal": N(0, I); "vamp": VampPrior, a mixture over learned pseudo-inputs
     pseudo_inputs: int = 500  # K, the VampPrior's components (its paper's choice); prior "vamp" only
+    top_latent_dim: int = 0  # > 0: a second stochastic layer z2 of this size above z (HVAE); the prior is then p(z2)
+    top_hidden: int = 300  # width of the two-layer model's dense nets q(z|x, z2) and p(z|z2)
     binarize: bool = False  # dynamic binarisation: x ~ Bernoulli(pixel intensity) at each step
     conditional: bool = False  # labels (one-hot) into encoder and decoder
     num_classes: int = 10
@@ -93,6 +103,10 @@ class VAEConfig:
                 f"model.pseudo_inputs must be an integer >= 1, got {self.pseudo_inputs}")
         require(self.prior == "normal" or not self.conditional,
                 "model.prior = vamp needs unconditional pseudo-inputs: it cannot be combined with conditional = true")
+        require(isinstance(self.top_latent_dim, int) and self.top_latent_dim >= 0,
+                f"model.top_latent_dim must be an integer >= 0 (0 = one stochastic layer), got {self.top_latent_dim}")
+        require(isinstance(self.top_hidden, int) and self.top_hidden >= 1,
+                f"model.top_hidden must be an integer >= 1, got {self.top_hidden}")
         require(self.num_classes >= 2, "model.num_classes must be >= 2")
         require(len(self.image_shape) == 3 and all(s >= 1 for s in self.image_shape),
                 "model.image_shape must be (C, H, W)")
@@ -117,8 +131,13 @@ def log_importance_weights(model, x: Tensor, y: Tensor | None, mu: Tensor, log_v
     """log w = log p(x|z) + log p(z) - log q(z|x) for z = mu + sigma * eps, with eps (S, B, D).
 
     Returns (log w, log p(x|z)), each (S, B). ``model`` needs only ``log_likelihood(x, z, y)``.
-    The Gaussians' 2*pi constants cancel; (z - mu) / sigma = eps exactly.
+    The Gaussians' 2*pi constants cancel; (z - mu) / sigma = eps exactly. A two-layer VAE draws
+    its own (z1, z2) from eps and ignores ``mu`` and ``log_var``.
     """
+    if getattr(model, "hierarchical", False):
+        z, log_ratio = model.sample_posterior(x, y, eps)
+        log_px_z = model.log_likelihood(x, z, y)
+        return log_px_z + log_ratio, log_px_z
     z = reparameterize(mu, log_var, eps)
     log_px_z = model.log_likelihood(x, z, y)
     return log_px_z + log_prior_over_posterior(model, z, eps, log_var), log_px_z
@@ -128,8 +147,12 @@ def log_prior_over_posterior(model, z: Tensor, eps: Tensor, log_var: Tensor) -> 
     """log p(z) - log q(z|x), summed over latent dimensions; p is N(0, I) unless ``model`` has a learned prior."""
     if getattr(model, "prior_is_standard_normal", True):
         return 0.5 * (eps.pow(2) - z.pow(2) + log_var).sum(-1)  # the 2*pi constants cancel
-    log_q = -0.5 * (eps.float().pow(2) + log_var.float() + LOG_2PI).sum(-1)  # float32 under bf16 autocast too
-    return model.log_prior(z) - log_q
+    return model.log_prior(z) - log_standard_draw(eps, log_var)
+
+
+def log_standard_draw(eps: Tensor, log_var: Tensor) -> Tensor:
+    """log q(z|x) at z = mu + sigma * eps, summed over the last dimension; float32 under bf16 autocast too."""
+    return -0.5 * (eps.float().pow(2) + log_var.float() + LOG_2PI).sum(-1)
 
 
 def log_normal_diag(z: Tensor, mu: Tensor, log_var: Tensor) -> Tensor:
@@ -165,11 +188,12 @@ class VAE(GenerativeModel):
         c, h, w = config.image_shape
         self.n_pixels = c * h * w
         cond = config.num_classes if config.conditional else 0
-        d = config.latent_dim
+        d, top = self.z_dim, config.top_latent_dim
+        stats = 2 * (top or d)  # the posterior of z, or of z2 in the two-layer model
         if config.arch == "mlp":
             widths = list(config.hidden)
             self.encoder = nn.Sequential(_mlp([self.n_pixels + cond, *widths]), nn.ReLU())
-            self.to_stats = nn.Linear(widths[-1], 2 * d)  # z_mean and z_log_var, side by side
+            self.to_stats = nn.Linear(widths[-1], stats)  # z_mean and z_log_var, side by side
             self.decoder = _mlp([d + cond, *reversed(widths), self.n_pixels])
         else:
             chans = [c + cond, *config.conv_channels]
@@ -180,7 +204,7 @@ class VAE(GenerativeModel):
             feat = config.conv_channels[-1] * self.feat_hw[0] * self.feat_hw[1]
             dense = [feat, *config.conv_dense]
             self.encoder = nn.Sequential(*enc, nn.Flatten(), *_dense_relu(dense))
-            self.to_stats = nn.Linear(dense[-1], 2 * d)
+            self.to_stats = nn.Linear(dense[-1], stats)
             dec: list[nn.Module] = [*_dense_relu([d + cond, *reversed(dense)]),
                                     nn.Unflatten(1, (config.conv_channels[-1], *self.feat_hw))]
             rev = [*reversed(config.conv_channels), c]
@@ -189,6 +213,13 @@ class VAE(GenerativeModel):
                 if i < len(rev) - 2:
                     dec.append(nn.ReLU())
             self.decoder = nn.Sequential(*dec, nn.Flatten())
+        if top:
+            low, width, feat = config.latent_dim, config.top_hidden, self.to_stats.in_features
+            # q(z1 | x, z2) = N(stats of relu(A h(x) + B z2)); p(z1 | z2) = N(stats of relu(C z2))
+            self.bottom_from_x = nn.Linear(feat, width)
+            self.bottom_from_top = nn.Linear(top, width)
+            self.bottom_stats = nn.Linear(width, 2 * low)
+            self.bottom_prior = nn.Sequential(nn.Linear(top, width), nn.ReLU(), nn.Linear(width, 2 * low))
         if config.likelihood == "gaussian":
             self.log_scale = nn.Parameter(torch.zeros(self.n_pixels))
         if config.prior == "vamp":
@@ -196,12 +227,38 @@ class VAE(GenerativeModel):
             self.pseudo = nn.Parameter(torch.randn(config.pseudo_inputs, c, h, w) * 0.01 + 0.05)
 
     @property
+    def z_dim(self) -> int:
+        """Length of the latent vector z that encode / decode / sample_prior use: (z1, z2) when two-layer."""
+        return self.config.latent_dim + self.config.top_latent_dim
+
+    @property
+    def hierarchical(self) -> bool:
+        return self.config.top_latent_dim > 0
+
+    @property
     def memory_format(self) -> torch.memory_format:
         return torch.channels_last if self.config.arch == "conv" else torch.contiguous_format
 
     # -- the three steps of the model ----------------------------------------
     def encode(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Posterior q(z|x) as (z_mean, z_log_var), each (B, D)."""
+        """Posterior q(z|x) as (z_mean, z_log_var), each (B, D).
+
+        Two-layer model: (z1, z2)'s means and log-variances along the posterior's mean path,
+        q(z2|x) and then q(z1|x, z2 = its mean): what the pictures and the active-unit count use.
+        """
+        h = self._features(x, y)
+        mu, log_var = self.to_stats(h).chunk(2, dim=1)
+        if not self.hierarchical:
+            return mu, log_var
+        mu1, log_var1 = self._bottom_posterior(self.bottom_from_x(h), mu)
+        return torch.cat([mu1, mu], 1), torch.cat([log_var1, log_var], 1)
+
+    def _bottom_posterior(self, from_x: Tensor, z2: Tensor) -> tuple[Tensor, Tensor]:
+        """q(z1 | x, z2) from the image's projection (B, W) and z2 (..., B, top)."""
+        return self.bottom_stats(F.relu(from_x + self.bottom_from_top(z2))).chunk(2, dim=-1)
+
+    def _features(self, x: Tensor, y: Tensor | None) -> Tensor:
+        """The encoder's last hidden layer (B, F), before the posterior's statistics."""
         cfg = self.config
         if cfg.arch == "mlp":
             inp = x.flatten(1)
@@ -212,8 +269,7 @@ class VAE(GenerativeModel):
             if cfg.conditional:
                 maps = one_hot(y, cfg.num_classes, x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[2:])
                 inp = torch.cat([x, maps], dim=1)
-        mu, log_var = self.to_stats(self.encoder(inp)).chunk(2, dim=1)
-        return mu, log_var
+        return self.encoder(inp)
 
     def decode_logits(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         """Decoder output before its final nonlinearity, flat (B, C*H*W)."""
@@ -228,22 +284,26 @@ class VAE(GenerativeModel):
     # -- the prior ---------------------------------------------------------------------------------
     @property
     def prior_is_standard_normal(self) -> bool:
-        return self.config.prior == "normal"
+        """p(z) is N(0, I) over the whole latent vector, so the KL has a closed form per dimension."""
+        return self.config.prior == "normal" and not self.hierarchical
 
     def prior_components(self) -> tuple[Tensor, Tensor]:
-        """The VampPrior's K Gaussians: q(z | u_k) at the pseudo-inputs, (mu, log_var) each (K, D)."""
+        """The VampPrior's K Gaussians: q(z | u_k) at the pseudo-inputs, (mu, log_var) each (K, D).
+
+        Two-layer model: q(z2 | u_k), the prior of the top layer.
+        """
         u = self.pseudo.clamp(0, 1).contiguous(memory_format=self.memory_format)
         with torch.autocast(u.device.type, enabled=False):
-            return self.encode(u)
+            return self.to_stats(self._features(u, None)).chunk(2, dim=1)
 
     def log_prior(self, z: Tensor, max_elements: int = 1 << 22) -> Tensor:
-        """log p(z) for z of shape (..., D), in float32 whatever the autocast.
+        """log p(z) for z of shape (..., D), in float32 whatever the autocast (two-layer model: log p(z2)).
 
         VampPrior: log (1/K) sum_k N(z; mu_k, sigma_k^2), a log-sum-exp over the K components,
         computed a block of draws at a time so no temporary exceeds ``max_elements`` (16 MB).
         """
         z = z.float()
-        if self.prior_is_standard_normal:
+        if self.config.prior == "normal":
             return -0.5 * (LOG_2PI + z.pow(2)).sum(-1)
         mu_k, lv_k = (t.float() for t in self.prior_components())
         flat = z.reshape(-1, 1, z.shape[-1])
@@ -253,14 +313,40 @@ class VAE(GenerativeModel):
         return (torch.cat(out) - math.log(mu_k.shape[0])).view(z.shape[:-1])
 
     def sample_prior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """n draws z ~ p(z), (n, D), from ``generator`` (default: the global RNG)."""
+        """n draws z ~ p(z), (n, D), from ``generator`` (default: the global RNG).
+
+        Two-layer model: z2 ~ p(z2), then z1 ~ p(z1 | z2); returns (z1, z2).
+        """
         dev = generator.device if generator is not None else torch.device("cpu")
-        eps = torch.randn(n, self.config.latent_dim, generator=generator, device=dev).to(self.device)
-        if self.prior_is_standard_normal:
-            return eps
-        k = torch.randint(self.config.pseudo_inputs, (n,), generator=generator, device=dev).to(self.device)
-        mu_k, lv_k = self.prior_components()
-        return reparameterize(mu_k[k], lv_k[k], eps)
+        top = self.config.top_latent_dim or self.config.latent_dim
+        z = torch.randn(n, top, generator=generator, device=dev).to(self.device)
+        if self.config.prior == "vamp":
+            k = torch.randint(self.config.pseudo_inputs, (n,), generator=generator, device=dev).to(self.device)
+            mu_k, lv_k = self.prior_components()
+            z = reparameterize(mu_k[k], lv_k[k], z)
+        if not self.hierarchical:
+            return z
+        mu1, log_var1 = self.bottom_prior(z).chunk(2, dim=-1)
+        eps1 = torch.randn(n, self.config.latent_dim, generator=generator, device=dev).to(self.device)
+        return torch.cat([reparameterize(mu1, log_var1, eps1), z], 1)
+
+    def sample_posterior(self, x: Tensor, y: Tensor | None, eps: Tensor) -> tuple[Tensor, Tensor]:
+        """Two-layer model: z = (z1, z2) ~ q(z1, z2 | x), driven by eps = (eps1, eps2) of shape (..., B, D),
+        and log p(z1, z2) - log q(z1, z2 | x) of shape (..., B), in float32.
+
+        z2 = mu2 + sigma2 * eps2 from q(z2|x); then z1 from q(z1 | x, z2) for that draw of z2.
+        """
+        h = self._features(x, y)
+        mu2, log_var2 = self.to_stats(h).chunk(2, dim=1)
+        low = self.config.latent_dim
+        eps1, eps2 = eps[..., :low], eps[..., low:]
+        z2 = reparameterize(mu2, log_var2, eps2)
+        mu1, log_var1 = self._bottom_posterior(self.bottom_from_x(h), z2)
+        z1 = reparameterize(mu1, log_var1, eps1)
+        prior_mu1, prior_log_var1 = (t.float() for t in self.bottom_prior(z2).chunk(2, dim=-1))
+        log_p = self.log_prior(z2) + log_normal_diag(z1.float(), prior_mu1, prior_log_var1)
+        log_q = log_standard_draw(eps1, log_var1) + log_standard_draw(eps2, log_var2)
+        return torch.cat([z1, z2], -1), log_p - log_q
 
     def _pixel_loss(self, x: Tensor, logits: Tensor) -> Tensor:
         """The training loss per pixel (..., P); for ``mse`` the squared error, without the Gaussian's constant."""
@@ -320,7 +406,7 @@ class VAE(GenerativeModel):
         averaged over the batch; ``recon`` is then averaged over the k draws, and ``kl`` is the
         closed form, logged for monitoring only.
         """
-        mu, log_var = self.encode(x, y)
+        mu, log_var = (None, None) if self.hierarchical else self.encode(x, y)
         if eps.dim() == 3:
             log_w, log_px_z = log_importance_weights(self, x, y, mu, log_var, eps)
             bound = torch.logsumexp(log_w, dim=0) - math.log(eps.shape[0])
@@ -329,11 +415,14 @@ class VAE(GenerativeModel):
                 return {"loss": -bound.mean(), "recon": -log_px_z.mean(), "kl": kl}
             kl_dims = kl_divergence(mu, log_var).mean(0)
             return {"loss": -bound.mean(), "recon": -log_px_z.mean(), "kl": kl_dims.sum(), "kl_per_dim": kl_dims}
-        z = reparameterize(mu, log_var, eps)
+        if self.hierarchical:
+            z, log_ratio = self.sample_posterior(x, y, eps)
+        else:
+            z = reparameterize(mu, log_var, eps)
         recon = self.reconstruction_nll(x, self.decode_logits(z, y)).mean()
         beta = self.config.beta if beta is None else beta
         if not self.prior_is_standard_normal:  # no closed form: the one-draw estimate of KL(q || p)
-            kl = -log_prior_over_posterior(self, z, eps, log_var).mean()
+            kl = -(log_ratio if self.hierarchical else log_prior_over_posterior(self, z, eps, log_var)).mean()
             return {"loss": recon + beta * kl, "recon": recon, "kl": kl}
         kl_dims = kl_divergence(mu, log_var).mean(0)  # (D,), averaged over the batch
         kl = kl_dims.sum()
@@ -357,7 +446,7 @@ class VAE(GenerativeModel):
                    x: Tensor, y: Tensor, ctx: StepContext) -> dict[str, Tensor]:
         if self.config.binarize:
             x = (ctx.noise.rand(x.shape[0], *x.shape[1:], device=x.device) < x).to(x.dtype)
-        draws, d = self.config.iw_samples, self.config.latent_dim
+        draws, d = self.config.iw_samples, self.z_dim
         if draws == 1:
             eps = ctx.noise.randn(x.shape[0], d, device=x.device)
         else:  # drawn image-major, so each process's slice of the batch gets its own images' draws
@@ -374,7 +463,7 @@ class VAE(GenerativeModel):
         images, labels = images[:5000], labels[:5000]
         mu, log_var = posterior_means(self, images, labels)
         n_active, unit_var = active_units(mu)
-        summary: dict = {"active_units": n_active, "latent_dim": self.config.latent_dim,
+        summary: dict = {"active_units": n_active, "latent_dim": self.z_dim,
                          "posterior_mean_variance": [round(float(v), 5) for v in unit_var], "warnings": []}
         per_unit = f"variance of posterior means per unit {', '.join(f'{v:.3g}' for v in unit_var[:8].tolist())}"
         if self.prior_is_standard_normal:  # KL(q || N(0, 1)) per unit; a VampPrior's KL does not split by unit
@@ -383,12 +472,12 @@ class VAE(GenerativeModel):
             per_unit = f"KL per unit {', '.join(f'{v:.3g}' for v in kl_dims[:8].tolist())} nats"
         if n_active == 0:
             summary["warnings"].append(
-                f"posterior collapse: 0 of {self.config.latent_dim} latent units are active ({per_unit}); "
+                f"posterior collapse: 0 of {self.z_dim} latent units are active ({per_unit}); "
                 f"samples will all look alike. "
                 + ("The listing's MSE is a mean over pixels while its KL is a sum, so the KL weighs ~784x "
                    "too much: try --recon-reduction sum (preset seed-sum)." if self.config.recon_reduction == "mean"
                    else "Lower --beta or use KL warm-up."))
-        if self.config.latent_dim == 2 and run_dir is not None:
+        if self.z_dim == 2 and run_dir is not None:
             plot_latent_scatter(mu.numpy(), labels.cpu().numpy(), Path(run_dir) / "latent.png",
                                 title=f"latent means of {len(mu)} held-out images ({n_active}/2 active)")
             save_grid(latent_manifold(self, 20), Path(run_dir) / "manifold.png", nrow=20)
