@@ -32,7 +32,7 @@ from genlab.config import DataConfig, RunConfig, TrainConfig
 from genlab.data import load_dataset
 from genlab.models import build_model, get_preset
 from genlab.sample import generate
-from genlab.train import train
+from genlab.train import resolve_precision, train
 
 DEFAULT_PRESETS = "vae:seed,vae:mlp,vae:conv,gan:seed,gan:dcgan"
 WARM_UP_STEPS = 20  # genlab's first log line comes after these; the rate is measured from there
@@ -72,7 +72,7 @@ def reference_images_per_second(images: torch.Tensor, batch_size: int, seconds: 
 
 # -- genlab -------------------------------------------------------------------------------------------
 def genlab_train_images_per_second(family: str, preset: str, data, batch_size: int | None,
-                                   seconds: float, **train_overrides) -> tuple[float, int]:
+                                   seconds: float, **train_overrides) -> tuple[float, int, str]:
     """Images/s between the first and the last log line: like the reference, warm-up steps don't count."""
     p = get_preset(family, preset)
     train_cfg = {**dataclasses.asdict(TrainConfig()), **p.train, "epochs": 1000, "log_every": WARM_UP_STEPS,
@@ -83,9 +83,10 @@ def genlab_train_images_per_second(family: str, preset: str, data, batch_size: i
     with tempfile.TemporaryDirectory() as tmp:
         train(run, Path(tmp) / "run", quiet=True, data=data, heldout=data)
         lines = [json.loads(x) for x in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
+        precision = json.loads((Path(tmp) / "run" / "summary.json").read_text())["precision"]
     first, last = lines[0], lines[-1]
     images = (last["step"] - first["step"]) * run.train.batch_size
-    return images / (last["seconds"] - first["seconds"]), run.train.batch_size
+    return images / (last["seconds"] - first["seconds"]), run.train.batch_size, precision
 
 
 def sampling_images_per_second(family: str, preset: str, n: int = 10_000, device: str = "cpu") -> float:
@@ -129,31 +130,38 @@ def main() -> None:
     ap.add_argument("--presets", default=DEFAULT_PRESETS)
     ap.add_argument("--data-dir", default=None, help="Fashion-MNIST folder (default: genlab's lookup)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
-    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16 autocast (GPU)")
+    ap.add_argument("--precision", default="preset", choices=["preset", "fp32", "bf16", "auto"],
+                    help="each preset's own setting (default), or this for all (bf16: autocast)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the networks")
     ap.add_argument("--rounds", type=int, default=6, help="alternating reference/genlab rounds (median of their ratios)")
     ap.add_argument("--no-reference", action="store_true", help="skip the pytorch/examples comparison")
     args = ap.parse_args()
-    overrides = {"device": args.device, "precision": args.precision, "compile": args.compile}
+    overrides = {"device": args.device, "compile": args.compile}
+    if args.precision != "preset":
+        overrides["precision"] = args.precision
 
     data = load_dataset("fashion-mnist", "train", data_dir=args.data_dir)
     print(f"genlab {genlab.__version__}, torch {torch.__version__}, {torch.get_num_threads()} threads "
           f"(OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}), device {args.device}, "
-          f"{args.precision}{', compiled' if args.compile else ''}, Fashion-MNIST train "
+          f"precision: {args.precision}{', compiled' if args.compile else ''}, Fashion-MNIST train "
           f"({data.images.shape[0]} images), {args.seconds:.0f} s per measurement\n")
-    print(f"{'preset':<12} {'batch':>6} {'train img/s':>12} {'sample img/s':>13}")
+    print(f"{'preset':<12} {'batch':>6} {'precision':>9} {'train img/s':>12} {'sample img/s':>13}")
     for item in args.presets.split(","):
         family, preset = item.split(":")
         try:
-            ips, batch = genlab_train_images_per_second(family, preset, data, None, args.seconds, **overrides)
+            ips, batch, precision = genlab_train_images_per_second(family, preset, data, None, args.seconds,
+                                                                   **overrides)
         except Exception as e:  # a family not installed yet is reported, not fatal
             print(f"{item:<12} skipped: {e}")
             continue
         sps = sampling_images_per_second(family, preset, device=args.device)
-        print(f"{item:<12} {batch:>6} {ips:>12,.0f} {sps:>13,.0f}")
+        print(f"{item:<12} {batch:>6} {precision:>9} {ips:>12,.0f} {sps:>13,.0f}")
     if args.no_reference:
         return
 
+    # the mlp preset's own precision ("auto": bf16 where the hardware has it), marked * in the table
+    mlp_precision = resolve_precision(overrides.get("precision", get_preset("vae", "mlp").train.get("precision", "fp32")),
+                                      torch.device(args.device))
     peak = matmul_peak_gflops()
     print(f"\nfp32 matmul peak (2048x2048): {peak:,.1f} GFLOP/s")
     print("reference: pytorch/examples' vae/main.py loop; 'torchvision' = its data pipeline as written "
@@ -164,7 +172,7 @@ def main() -> None:
         # Rounds alternate reference and genlab, and medians are compared, so a slow spell of
         # this shared machine lands on both sides instead of on one.
         refs = {name: [] for name in REFERENCE_DATASETS}
-        ours = {precision: [] for precision in dict.fromkeys([args.precision, "bf16"])}  # bf16: autocast
+        ours = {precision: [] for precision in dict.fromkeys([mlp_precision, "fp32", "bf16"])}  # bf16: autocast
         for _ in range(args.rounds):
             for name in refs:
                 refs[name].append(reference_images_per_second(data.images, batch, args.seconds / args.rounds, name))
@@ -176,10 +184,11 @@ def main() -> None:
         for precision, values in ours.items():
             ips = statistics.median(values)
             gflops = ips * mlp_vae_training_flops_per_image() / 1e9
-            print(f"{'  genlab ' + precision:<14} {batch:>6} {ips:>13,.0f} {gflops:>8.1f} {100 * gflops / peak:>6.1f}%   "
+            label = f"  genlab {precision}{'*' if precision == mlp_precision else ''}"
+            print(f"{label:<14} {batch:>6} {ips:>13,.0f} {gflops:>8.1f} {100 * gflops / peak:>6.1f}%   "
                   + "   ".join(f"{f'{paired_ratio(values, v):.2f}x':>16}" for v in refs.values()))
     print(f"\nimages/s: medians of {args.rounds} alternating rounds of {args.seconds / args.rounds:g} s each; "
-          "ratios: the median of the rounds' own ratios")
+          "ratios: the median of the rounds' own ratios; * = the precision the mlp preset trains in here")
 
 
 def paired_ratio(ours: list[float], reference: list[float]) -> float:

@@ -411,7 +411,7 @@ def test_two_layer_loss_is_minus_the_single_draw_elbo_of_the_hierarchy():
         mu1, lv1 = model.bottom_stats(torch.relu(model.bottom_from_x(h) + model.bottom_from_top(z2))).chunk(2, dim=1)
         z1 = mu1 + (0.5 * lv1).exp() * eps[:, :2]
         pm1, plv1 = model.bottom_prior(z2).chunk(2, dim=1)
-        mu_k, lv_k = model.encode(model.pseudo.clamp(0, 1))[0][:, 2:], model.encode(model.pseudo.clamp(0, 1))[1][:, 2:]
+        mu_k, lv_k = (t[:, 2:] for t in model.encode(model.pseudo.clamp(0, 1)))  # q(z2 | u_k)
         log_p2 = torch.logsumexp(normal(mu_k, lv_k).log_prob(z2[:, None]), dim=1) - math.log(3)
         log_w = (model.log_likelihood(x, torch.cat([z1, z2], 1)[None])[0] + log_p2 + normal(pm1, plv1).log_prob(z1)
                  - normal(mu2, lv2).log_prob(z2) - normal(mu1, lv1).log_prob(z1))

@@ -544,11 +544,11 @@ PRESETS = {
         arch="mlp", hidden=(64,), latent_dim=2, likelihood="mse", recon_reduction="sum"),
     "mlp": _preset(
         "mlp", "pytorch/examples' VAE: 784-400-20 MLP, Bernoulli likelihood, Adam 1e-3, batch 128",
-        dict(epochs=10, batch_size=128, lr=1e-3),
+        dict(epochs=10, batch_size=128, lr=1e-3, precision="auto"),
         arch="mlp", hidden=(400,), latent_dim=20, likelihood="bernoulli"),
     "conv": _preset(
         "conv", "convolutional VAE (32-64 stride-2 convs, 32-d latent), Bernoulli likelihood",
-        dict(epochs=10, batch_size=128, lr=1e-3),
+        dict(epochs=10, batch_size=128, lr=1e-3, precision="auto"),
         arch="conv", conv_channels=(32, 64), latent_dim=32, likelihood="bernoulli"),
     "vamp": _preset(
         "vamp", "conv VAE with a VampPrior: p(z) a mixture over 100 learned pseudo-images (best test NLL); "
@@ -557,11 +557,11 @@ PRESETS = {
         arch="conv", conv_channels=(32, 64), latent_dim=32, likelihood="bernoulli", prior="vamp", pseudo_inputs=100),
     "cvae": _preset(
         "cvae", "conditional MLP VAE: one-hot labels into encoder and decoder; sample with --label",
-        dict(epochs=10, batch_size=128, lr=1e-3),
+        dict(epochs=10, batch_size=128, lr=1e-3, precision="auto"),
         arch="mlp", hidden=(400,), latent_dim=20, likelihood="bernoulli", conditional=True),
     "beta": _preset(
         "beta", "beta-VAE (beta = 4) on the mlp preset: stronger KL, smoother, more disentangled latents",
-        dict(epochs=10, batch_size=128, lr=1e-3),
+        dict(epochs=10, batch_size=128, lr=1e-3, precision="auto"),
         arch="mlp", hidden=(400,), latent_dim=10, likelihood="bernoulli", beta=4.0),
 }
 
