@@ -160,8 +160,8 @@ def main() -> None:
         return
 
     # the mlp preset's own precision ("auto": bf16 where the hardware has it), marked * in the table
-    mlp_precision = resolve_precision(overrides.get("precision", get_preset("vae", "mlp").train.get("precision", "fp32")),
-                                      torch.device(args.device))
+    preset_precision = get_preset("vae", "mlp").train.get("precision", "fp32")
+    mlp_precision = resolve_precision(overrides.get("precision", preset_precision), torch.device(args.device))
     peak = matmul_peak_gflops()
     print(f"\nfp32 matmul peak (2048x2048): {peak:,.1f} GFLOP/s")
     print("reference: pytorch/examples' vae/main.py loop; 'torchvision' = its data pipeline as written "
