@@ -2,6 +2,7 @@
 
     python benchmarks/vae_quality.py                      # 10 minutes per model, the real figure
     python benchmarks/vae_quality.py --minutes 0.2 --eval-images 200 --k 50   # smoke mode (~1-2 min)
+    python benchmarks/vae_quality.py --presets vamp,vamp:flow_steps=2      # a preset with model overrides
 
 All train on the full Fashion-MNIST train split, dynamically binarised (each step sees
 x ~ Bernoulli(intensity), as in the IWAE paper), for the same wall-clock budget each. The
@@ -36,6 +37,8 @@ from common import BIG, auto_device, budget_parser, print_table, warm_up
 from genlab.config import DataConfig, RunConfig, TrainConfig
 from genlab.data import load_dataset
 from genlab.models import get_preset
+from genlab.models.base import config_from_dict
+from genlab.models.vae import VAEConfig
 from genlab.nll import evaluate_vae
 from genlab.seeding import set_seed
 from genlab.train import train
@@ -93,26 +96,45 @@ class ExamplesForEvaluation(nn.Module):
 PROBE_MINUTES = 0.25  # a preset with a decaying rate first times a run this long to size its schedule
 
 
-def train_genlab(preset: str, data, test, minutes: float, device: str, seed: int, out: Path) -> dict:
+def parse_variant(spec: str) -> tuple[str, dict]:
+    """'vamp:flow_steps=2:latent_dim=48' -> ('vamp', {'flow_steps': 2, 'latent_dim': 48}): a preset
+    with model fields set as ``genlab train --set model.KEY=VALUE`` would (values read as JSON)."""
+    preset, *items = spec.split(":")
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--presets: expected PRESET[:KEY=VALUE...], got {spec!r}")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return preset, overrides
+
+
+def train_genlab(spec: str, data, test, minutes: float, device: str, seed: int, out: Path) -> dict:
+    preset, overrides = parse_variant(spec)
     p = get_preset("vae", preset)
-    model_cfg = dataclasses.replace(p.model, binarize=True)  # --set model.binarize=true
+    fields = {**dataclasses.asdict(p.model), **overrides, "binarize": True}  # --set model.binarize=true
+    model_cfg = config_from_dict(VAEConfig, fields, "model")
+    out = out / spec.replace(":", "-").replace("=", "")
     train_cfg = dataclasses.replace(TrainConfig(), **{**p.train, "epochs": BIG}, max_minutes=minutes,
                                     checkpoint_every=BIG, log_every=500, seed=seed, device=device)
     if train_cfg.lr_schedule != "constant":
         # A decaying rate must know where the run ends. The probe's time comes out of the
         # model's budget, so the wall clock it gets stays the reference's.
-        probe = dataclasses.replace(train_cfg, max_minutes=PROBE_MINUTES)
+        probe = dataclasses.replace(train_cfg, max_minutes=min(PROBE_MINUTES, minutes / 4))  # smoke runs too
         run = RunConfig("vae", preset, model_cfg, DataConfig(data.name, "train"), probe)
         t0 = time.perf_counter()
-        rate = train(run, out / f"{preset}-probe", overwrite=True, quiet=True, data=data, heldout=test)
+        rate = train(run, out.with_name(out.name + "-probe"), overwrite=True, quiet=True, data=data, heldout=test)
         minutes -= (time.perf_counter() - t0) / 60  # the whole probe, its end-of-run pictures included
         steps = int(0.98 * rate.steps / rate.seconds * 60 * minutes)
         train_cfg = dataclasses.replace(train_cfg, max_steps=steps, max_minutes=minutes)
     run = RunConfig("vae", preset, model_cfg, DataConfig(data.name, "train"), train_cfg)
-    result = train(run, out / preset, overwrite=True, quiet=True, data=data, heldout=test)
+    result = train(run, out, overwrite=True, quiet=True, data=data, heldout=test)
     from genlab.checkpoint import load_run
 
-    model, _ = load_run(out / preset, device=device if device != "auto" else auto_device())
+    model, _ = load_run(out, device=device if device != "auto" else auto_device())
     return {"model": model, "epochs": result.epochs, "images_per_second": result.images_per_second}
 
 
@@ -123,7 +145,9 @@ def main(argv=None) -> int:
     ap = budget_parser(__doc__, minutes=10.0, out="runs/bench-vae-quality")
     ap.add_argument("--eval-images", type=int, default=2000, help="test images evaluated (default 2000)")
     ap.add_argument("--k", type=int, default=1000, help="importance samples per image (default 1000)")
-    ap.add_argument("--presets", default="mlp,conv,vamp", help="genlab presets to train (default mlp,conv,vamp)")
+    ap.add_argument("--presets", default="mlp,conv,vamp",
+                    help="genlab presets to train, each optionally with model overrides as PRESET:KEY=VALUE[:KEY=VALUE] "
+                         "(default mlp,conv,vamp)")
     args = ap.parse_args(argv)
 
     device = auto_device() if args.device == "auto" else args.device
@@ -157,11 +181,12 @@ def main(argv=None) -> int:
         r["nll_minus_reference"] = round(r["iwae_nll_nats"] - ref_row["iwae_nll_nats"], 3)
         r["speed_vs_reference"] = round(r["images_per_second"] / ref_row["images_per_second"], 2)
 
-    header = (f"{'model':<18} {'epochs':>7} {'images/s':>9} {'test ELBO':>10} {f'IWAE NLL (k={args.k})':>17} "
+    w = max(18, *(len(r["model"]) for r in rows))
+    header = (f"{'model':<{w}} {'epochs':>7} {'images/s':>9} {'test ELBO':>10} {f'IWAE NLL (k={args.k})':>17} "
               f"{'NLL - ref':>9} {'speed/ref':>9} {'active':>7}")
     print(f"\n{args.dataset} test, first {min(args.eval_images, len(test))} images binarised (seed 0); nats; "
           f"{args.minutes:g} min of training each")
-    print_table(header, [f"{r['model']:<18} {r['epochs']:>7.2f} {r['images_per_second']:>9,.0f} "
+    print_table(header, [f"{r['model']:<{w}} {r['epochs']:>7.2f} {r['images_per_second']:>9,.0f} "
                          f"{r['test_elbo_nats']:>10.2f} {r['iwae_nll_nats']:>10.2f} +/-{r['iwae_nll_sem']:<4.2f} "
                          f"{r['nll_minus_reference']:>+9.2f} {r['speed_vs_reference']:>8.2f}x "
                          f"{r['active_units']:>3}/{r['latent_dim']:<3}" for r in rows],

@@ -11,7 +11,7 @@ import torch
 from genlab.data import load_dataset
 from genlab.models import StepNoise, TrainSettings, build_model, get_preset
 from genlab.models.base import StepContext
-from genlab.models.vae import VAEConfig, active_units, kl_divergence, reparameterize
+from genlab.models.vae import IAFStep, VAEConfig, active_units, kl_divergence, reparameterize
 
 
 def test_reparameterisation_has_the_posterior_mean_and_variance():
@@ -78,7 +78,9 @@ def test_bernoulli_reconstruction_is_summed_bce():
                                  dict(arch="conv", conv_dense=(0,)), dict(iw_samples=0),
                                  dict(iw_samples=5, beta=4.0), dict(iw_samples=5, kl_warmup_steps=100),
                                  dict(prior="laplace"), dict(prior="vamp", pseudo_inputs=0),
-                                 dict(prior="vamp", pseudo_inputs=2.5), dict(prior="vamp", conditional=True)])
+                                 dict(prior="vamp", pseudo_inputs=2.5), dict(prior="vamp", conditional=True),
+                                 dict(encoder_arch="rnn"), dict(activation="tanh"), dict(flow_steps=-1), dict(flow_steps=1.5),
+                                 dict(flow_hidden=0), dict(flow_steps=2, top_latent_dim=3)])
 def test_bad_model_config_is_refused(bad):
     from genlab.errors import ConfigError
 
@@ -137,3 +139,48 @@ def test_conditional_sampling_uses_the_labels():
     g.manual_seed(0)
     b = model.sample(4, labels=torch.full((4,), 7), generator=g)
     assert a.shape == (4, 1, 28, 28) and not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("arch, encoder_arch", [("conv", "mlp"), ("mlp", "conv")])
+def test_encoder_and_decoder_architectures_can_differ(mnist_dir, arch, encoder_arch):
+    data = load_dataset("mnist", "test", data_dir=mnist_dir)
+    cfg = dataclasses.replace(get_preset("vae", "conv").model, arch=arch, encoder_arch=encoder_arch, hidden=(48,))
+    model = build_model("vae", cfg)
+    kinds = lambda net: {type(m).__name__ for m in net.modules()} & {"Conv2d", "ConvTranspose2d", "Linear"}
+    assert kinds(model.encoder) == ({"Linear"} if encoder_arch == "mlp" else {"Conv2d"})
+    assert kinds(model.decoder) == ({"Linear", "ConvTranspose2d"} if arch == "conv" else {"Linear"})
+    assert model.to_stats.in_features == (48 if encoder_arch == "mlp" else 64 * 7 * 7)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    _steps(model, data.images[:128].float() / 255, 1)
+    assert all(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.sample(3).shape == (3, 1, 28, 28)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_iaf_step_is_autoregressive_and_its_log_det_is_exact(reverse):
+    torch.manual_seed(0)
+    step = IAFStep(dim=5, hidden=12, context=3, reverse=reverse)
+    with torch.no_grad():
+        for p in step.parameters():
+            p.normal_()
+    z, h = torch.randn(5), torch.randn(1, 3)
+    jac = torch.autograd.functional.jacobian(lambda v: step(v[None], h)[0][0], z)
+    triangle = torch.triu(jac, 1) if not reverse else torch.tril(jac, -1)  # output d reads only z before d
+    assert float(triangle.abs().max()) == 0.0
+    assert float(jac.abs().sum()) > float(torch.diagonal(jac).abs().sum())  # and does read them
+    exact = torch.linalg.slogdet(jac.double())[1]  # float64: with a tiny gate, float32's LU loses digits
+    assert float(step(z[None], h)[1][0]) == pytest.approx(float(exact), abs=1e-4)
+    assert not any("mask" in k for k in step.state_dict())  # masks come from the config, not the file
+
+
+@pytest.mark.parametrize("arch, top", [("mlp", 0), ("conv", 0), ("conv", 3)])
+def test_silu_replaces_every_relu_of_the_networks(arch, top):
+    cfg = VAEConfig(arch=arch, top_latent_dim=top, hidden=(32, 16), conv_dense=(24,), activation="silu")
+    model, relu_model = build_model("vae", cfg), build_model("vae", dataclasses.replace(cfg, activation="relu"))
+    count = lambda m, kind: sum(isinstance(x, kind) for x in m.modules())
+    assert count(model, torch.nn.ReLU) == 0 and count(relu_model, torch.nn.SiLU) == 0
+    assert count(model, torch.nn.SiLU) == count(relu_model, torch.nn.ReLU) > 0
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():  # same weights, different nonlinearity: different posteriors
+        relu_model.load_state_dict(model.state_dict())
+        assert not torch.allclose(model.encode(x)[0], relu_model.encode(x)[0])
