@@ -93,7 +93,6 @@ class ExamplesForEvaluation(nn.Module):
 
 
 # -- genlab's presets -----------------------------------------------------------------------------
-PROBE_MINUTES = 0.25  # a preset with a decaying rate first times a run this long to size its schedule
 
 
 def parse_variant(spec: str) -> tuple[str, dict]:
@@ -121,15 +120,9 @@ def train_genlab(spec: str, data, test, minutes: float, device: str, seed: int, 
     train_cfg = dataclasses.replace(TrainConfig(), **{**p.train, "epochs": BIG}, max_minutes=minutes,
                                     checkpoint_every=BIG, log_every=500, seed=seed, device=device)
     if train_cfg.lr_schedule != "constant":
-        # A decaying rate must know where the run ends. The probe's time comes out of the
-        # model's budget, so the wall clock it gets stays the reference's.
-        probe = dataclasses.replace(train_cfg, max_minutes=min(PROBE_MINUTES, minutes / 4))  # smoke runs too
-        run = RunConfig("vae", preset, model_cfg, DataConfig(data.name, "train"), probe)
-        t0 = time.perf_counter()
-        rate = train(run, out.with_name(out.name + "-probe"), overwrite=True, quiet=True, data=data, heldout=test)
-        minutes -= (time.perf_counter() - t0) / 60  # the whole probe, its end-of-run pictures included
-        steps = int(0.98 * rate.steps / rate.seconds * 60 * minutes)
-        train_cfg = dataclasses.replace(train_cfg, max_steps=steps, max_minutes=minutes)
+        # A decaying rate must end where the budget does: lr_clock=time spans the decay over the
+        # minutes instead of a step count that a probe of the machine's speed would have to guess.
+        train_cfg = dataclasses.replace(train_cfg, lr_clock="time")
     run = RunConfig("vae", preset, model_cfg, DataConfig(data.name, "train"), train_cfg)
     result = train(run, out, overwrite=True, quiet=True, data=data, heldout=test)
     from genlab.checkpoint import load_run

@@ -85,6 +85,8 @@ def test_existing_run_is_not_overwritten(mnist_dir, seed_run, capsys):
     (["--on-nonfinite", "ignore"], "on_nonfinite"),
     (["--lr-schedule", "step"], "lr_schedule"),
     (["--warmup-steps", "-1"], "warmup_steps"),
+    (["--lr-clock", "wall"], "lr_clock"),
+    (["--lr-clock", "time"], "--max-minutes"),  # nothing to decay over
     (["--set", "model.top_latent_dim=-2"], "top_latent_dim"),
 ])
 def test_bad_settings_give_one_clear_error(mnist_dir, tmp_path, capsys, args, words):

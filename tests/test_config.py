@@ -93,6 +93,7 @@ def test_config_from_dict_then_validate_raise_only_config_error(cls, values):
 
 @st.composite
 def valid_train(draw) -> TrainConfig:
+    max_minutes = draw(st.none() | st.floats(min_value=1e-3, max_value=1e6))
     return TrainConfig(
         epochs=draw(st.integers(1, 1000)), batch_size=draw(st.integers(1, 10**5)),
         lr=draw(st.floats(min_value=1e-12, max_value=10.0)),
@@ -103,7 +104,8 @@ def valid_train(draw) -> TrainConfig:
         grad_clip=draw(st.none() | st.floats(min_value=1e-9, max_value=1e9)),
         on_nonfinite=draw(st.sampled_from(["stop", "skip"])), sample_every=draw(st.integers(0, 10**6)),
         max_steps=draw(st.none() | st.integers(1, 10**9)),
-        max_minutes=draw(st.none() | st.floats(min_value=1e-3, max_value=1e6)), compile=draw(st.booleans()))
+        max_minutes=max_minutes, compile=draw(st.booleans()),
+        lr_clock=draw(st.sampled_from(["steps"] if max_minutes is None else ["steps", "time"])))
 
 
 @st.composite

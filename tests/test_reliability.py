@@ -650,6 +650,39 @@ def test_scheduled_run_stopped_by_the_clock_resumes_bit_identical(mnist_dir, str
     assert (straight / "model.safetensors").read_bytes() != (out / "model.safetensors").read_bytes()
 
 
+def test_time_clock_decays_the_rate_over_max_minutes_and_resumes_down_the_same_curve(mnist_dir, tmp_path,
+                                                                                      monkeypatch, capsys):
+    """--lr-clock time: step s takes lr * (1 + cos(pi * t / budget)) / 2, t the training seconds before it
+    (a fake clock: one second per step), and the run ends with the budget, not the planned 60 steps."""
+    seen, now = [], [0.0]
+    original = VAE.train_step
+
+    def train_step(self, nets, opt, x, y, ctx):
+        seen.append(opt["vae"].param_groups[0]["lr"])
+        now[0] += 1.0
+        return original(self, nets, opt, x, y, ctx)
+
+    monkeypatch.setattr(VAE, "train_step", train_step)
+    monkeypatch.setattr("genlab.train.time.perf_counter", lambda: now[0])
+    out = tmp_path / "timed"
+    clock = ("--lr", "0.01", "--lr-schedule", "cosine", "--lr-clock", "time", "--epochs", "3")
+    assert main(train_args(mnist_dir, out, *clock, "--max-minutes", "0.5")) == 0  # 30 "seconds"
+    def rate(s, budget):  # step s starts after s "seconds" of training
+        return 0.01 * (1 + math.cos(math.pi * min(s / budget, 1))) / 2
+
+    assert seen == pytest.approx([rate(s, 30) for s in range(31)], rel=1e-12, abs=1e-15)  # after the 31st, t > 30
+    assert logged_steps(out)[-1] == 31 and ckpt.checkpoint_dirs(out)[-1].name == "step-00000031"
+    weights = (out / "model.safetensors").read_bytes()
+
+    assert main(["train", "--resume", str(out)]) == 0  # the budget is spent: nothing to train
+    assert "nothing to do" in capsys.readouterr().err
+    assert len(seen) == 31 and (out / "model.safetensors").read_bytes() == weights
+
+    assert main(["train", "--resume", str(out), "--max-minutes", "0.75", "--quiet"]) == 0  # 45 "seconds" in all
+    assert seen[31:] == pytest.approx([rate(s, 45) for s in range(31, 46)], rel=1e-12, abs=1e-15)  # stretched
+    assert logged_steps(out)[-1] == 46 and json.loads((out / "summary.json").read_text())["steps"] == 46
+
+
 @pytest.mark.parametrize("flags, expected", [({"avx512f", "avx512_bf16"}, "bf16"), ({"amx_bf16"}, "bf16"),
                                              ({"avx512f", "avx2"}, "fp32"), (set(), "fp32")])
 def test_precision_auto_autocasts_only_where_the_cpu_has_bf16(mnist_dir, tmp_path, monkeypatch, flags, expected):

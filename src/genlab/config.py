@@ -57,6 +57,7 @@ class DataConfig:
 
 
 LR_SCHEDULES = ("constant", "cosine", "linear")
+LR_CLOCKS = ("steps", "time")
 
 
 @dataclass
@@ -66,6 +67,7 @@ class TrainConfig:
     lr: float = 1e-3
     lr_schedule: str = "constant"  # "cosine" | "linear": decay to 0 over the run's planned steps
     warmup_steps: int = 0  # the rate rises linearly to lr over these first steps
+    lr_clock: str = "steps"  # "time": the schedule spans max_minutes of training time, not the planned steps
     seed: int = 0  # one seed for weights, data order and noise: same seed => same weights
     device: str = "auto"  # "auto" picks cuda when available
     log_every: int = 100  # steps between metrics.jsonl lines (plus one at each epoch's end)
@@ -82,7 +84,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         _check_types(self, {"epochs": _INT, "batch_size": _INT, "lr": _NUM, "lr_schedule": (str,),
-                            "warmup_steps": _INT, "seed": _INT, "device": (str,),
+                            "warmup_steps": _INT, "lr_clock": (str,), "seed": _INT, "device": (str,),
                             "log_every": _INT, "checkpoint_every": _INT, "keep_checkpoints": _INT,
                             "grad_clip": _NUM, "on_nonfinite": (str,), "sample_every": _INT,
                             "max_steps": _INT, "max_minutes": _NUM, "compile": (bool,),
@@ -94,6 +96,9 @@ class TrainConfig:
         require(self.lr_schedule in LR_SCHEDULES, f"train.lr_schedule must be one of "
                 f"{', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         require(self.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
+        require(self.lr_clock in LR_CLOCKS, f"train.lr_clock must be steps or time, got {self.lr_clock!r}")
+        require(self.lr_clock != "time" or self.max_minutes is not None,
+                "train.lr_clock=time needs a time budget to decay over: set --max-minutes")
         require(0 <= self.seed < 2**63, f"train.seed must be in 0..2^63-1, got {self.seed}")
         require(self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device) is not None,
                 f"train.device must be auto, cpu or cuda, got {self.device!r}")

@@ -323,6 +323,13 @@ class Trainer:
         if self.d.world_size > 1:
             dist.barrier()
         self._build()
+        budget_spent = self.time_clock and self.clock >= 60 * self.cfg.max_minutes
+        if budget_spent and self.start_step == _finished_steps(self.run_dir):
+            self.log.close()  # the decay already spent the whole budget: one more step would be at rate 0
+            if self.d.main and not self.quiet:
+                print(f"{self.run_dir}: already trained for its {self.cfg.max_minutes} minutes (lr_clock=time); "
+                      f"nothing to do (pass a larger --max-minutes to train longer)", file=sys.stderr)
+            return TrainResult(self.run_dir, self.start_step, self.start_step / self.steps_per_epoch, 0.0, 0.0, {})
         self.bar = _progress_bar(self.total_steps, self.start_step, enabled=self.d.main and not self.quiet)
         try:
             self._loop()
@@ -367,7 +374,9 @@ class Trainer:
         self.precision = resolve_precision(cfg.precision, device)
         self.bf16 = self.precision == "bf16"
         self.scheduled = cfg.lr_schedule != "constant" or cfg.warmup_steps > 0
+        self.time_clock = cfg.lr_clock == "time"
         self.elapsed_before = float(self.resumed.get("seconds", 0.0))
+        self.clock = self.elapsed_before  # training seconds before the next step
         self.skipped = int(self.resumed.get("skipped", 0))
         self.images_done = 0
         self.step = self.start_step
@@ -385,10 +394,13 @@ class Trainer:
             while self.step < self.total_steps:
                 self._train_step()
                 last = self.step == self.total_steps
-                out_of_time = (self.cfg.max_minutes is not None and not last
-                               and (time.perf_counter() - self.t0) > 60 * self.cfg.max_minutes)
+                # The time clock counts the whole run's training time, so a resumed run goes on down
+                # the same decay and stops where the budget ends; otherwise --max-minutes is per call.
+                seconds = self._elapsed() if self.time_clock else time.perf_counter() - self.t0
+                out_of_time = self.cfg.max_minutes is not None and not last and seconds > 60 * self.cfg.max_minutes
                 if self.d.world_size > 1:  # every process must stop at the same step, or the others hang
-                    out_of_time = _agree_to_stop(stop, out_of_time, self.device)
+                    out_of_time, seconds = _agree_to_stop(stop, out_of_time, seconds, self.device)
+                self.clock = seconds  # the next step's rate: one value, agreed by all processes
                 self._log_progress(last, out_of_time)
                 if self.step % self.checkpoint_every == 0 or last or stop or out_of_time:
                     self._save()
@@ -396,7 +408,11 @@ class Trainer:
                     raise Interrupted(f"interrupted by signal {stop['signal']} at step {self.step}; checkpoint saved. "
                                       f"Continue with: genlab train --resume {self.run_dir}")
                 if out_of_time:
-                    if self.d.main:
+                    if self.d.main and self.time_clock:  # the planned end: the rate has decayed to its last value
+                        if not self.quiet:
+                            print(f"{self.run_dir}: the {self.cfg.max_minutes}-minute budget the rate decayed over "
+                                  f"is spent at step {self.step}", file=sys.stderr)
+                    elif self.d.main:
                         print(f"warning: stopped at step {self.step} of {self.total_steps}: --max-minutes "
                               f"{self.cfg.max_minutes} reached; continue with: genlab train --resume {self.run_dir}",
                               file=sys.stderr)
@@ -417,7 +433,9 @@ class Trainer:
         """One optimiser step, its logs summed, and the divergence checks."""
         x, y = self._batch(self.step)
         if self.scheduled:
-            self.lr_scale = lr_factor(self.cfg.lr_schedule, self.step, self.total_steps, self.cfg.warmup_steps)
+            progress = self.clock / (60 * self.cfg.max_minutes) if self.time_clock else None
+            self.lr_scale = lr_factor(self.cfg.lr_schedule, self.step, self.total_steps, self.cfg.warmup_steps,
+                                      progress)
             self._set_lr(self.lr_scale)
         self.noise_gen.manual_seed(derive_seed(self.cfg.seed, "noise", self.step))
         ctx = StepContext(self.step, StepNoise(self.noise_gen, self.d.rank, self.d.world_size), self.settings)
@@ -500,7 +518,8 @@ class Trainer:
         return TrainResult(self.run_dir, self.step, self.step / self.steps_per_epoch, seconds, ips, summary)
 
 
-def lr_factor(schedule: str, step: int, total_steps: int, warmup_steps: int = 0) -> float:
+def lr_factor(schedule: str, step: int, total_steps: int, warmup_steps: int = 0,
+              progress: float | None = None) -> float:
     """The multiple of ``train.lr`` used by optimiser step ``step`` (0-based) of ``total_steps``.
 
     A pure function of the step, so a resumed run follows the schedule exactly. ``cosine``
@@ -508,8 +527,12 @@ def lr_factor(schedule: str, step: int, total_steps: int, warmup_steps: int = 0)
     planned steps (``epochs`` x steps per epoch, or ``max_steps``): the small last steps average
     the gradient noise out instead of leaving the weights wherever the noise put them.
     Changing ``--epochs`` on resume stretches the remaining schedule.
+
+    ``progress`` (the ``lr_clock=time`` case: training seconds over the time budget) replaces
+    ``step / total_steps``, so the decay ends when the budget does, however fast the machine is;
+    the warm-up still counts steps.
     """
-    progress = min(step / max(total_steps, 1), 1.0)
+    progress = min(step / max(total_steps, 1) if progress is None else progress, 1.0)
     factor = {"constant": 1.0, "linear": 1.0 - progress,
               "cosine": 0.5 * (1.0 + math.cos(math.pi * progress))}[schedule]
     if warmup_steps:
@@ -517,13 +540,15 @@ def lr_factor(schedule: str, step: int, total_steps: int, warmup_steps: int = 0)
     return factor
 
 
-def _agree_to_stop(stop: dict[str, int], out_of_time: bool, device: torch.device) -> bool:
-    """All-reduce (max) the stop flags so a signal or time-out seen by one process stops all."""
-    flags = torch.tensor([float(bool(stop)), float(out_of_time)], device=device)
+def _agree_to_stop(stop: dict[str, int], out_of_time: bool, seconds: float,
+                   device: torch.device) -> tuple[bool, float]:
+    """All-reduce (max) the stop flags so a signal or time-out seen by one process stops all,
+    and the clock, so a time-based rate is the same in every process."""
+    flags = torch.tensor([float(bool(stop)), float(out_of_time), seconds], dtype=torch.float64, device=device)
     dist.all_reduce(flags, op=dist.ReduceOp.MAX)
     if flags[0] > 0:
         stop.setdefault("signal", signal.SIGTERM)
-    return bool(flags[1] > 0)
+    return bool(flags[1] > 0), float(flags[2])
 
 
 def _main_loss(logs: dict[str, Tensor]) -> Tensor:
