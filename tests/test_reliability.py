@@ -667,6 +667,7 @@ def test_time_clock_decays_the_rate_over_max_minutes_and_resumes_down_the_same_c
     out = tmp_path / "timed"
     clock = ("--lr", "0.01", "--lr-schedule", "cosine", "--lr-clock", "time", "--epochs", "3")
     assert main(train_args(mnist_dir, out, *clock, "--max-minutes", "0.5")) == 0  # 30 "seconds"
+
     def rate(s, budget):  # step s starts after s "seconds" of training
         return 0.01 * (1 + math.cos(math.pi * min(s / budget, 1))) / 2
 
