@@ -53,5 +53,6 @@ def test_two_processes_share_one_time_clock_and_stop_together(mnist_dir, tmp_pat
                                       "--log-every", "5"], steps="1000000")
     rates = [r["lr"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "lr" in r]
     assert len(rates) > 3 and rates == sorted(rates, reverse=True)  # decaying over the 6 s
-    assert rates[-1] < 0.1 * 1e-3  # and nearly done when the budget ran out (the preset's lr is 1e-3)
+    # and well down when the budget ran out (the preset's lr is 1e-3); the slack allows a 3-s stall
+    assert rates[-1] < 0.5 * 1e-3
     assert json.loads((out / "summary.json").read_text())["steps"] < 1000000

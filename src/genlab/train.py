@@ -313,10 +313,7 @@ class Trainer:
     def fit(self) -> TrainResult:
         if self.start_step >= self.total_steps and _finished_steps(self.run_dir) == self.start_step:
             # finish_run completed after that checkpoint: touch nothing
-            if self.d.main and not self.quiet:
-                print(f"{self.run_dir}: already trained for {self.start_step} steps; nothing to do (pass --epochs "
-                      f"or --max-steps to train longer)", file=sys.stderr)
-            return TrainResult(self.run_dir, self.start_step, self.start_step / self.steps_per_epoch, 0.0, 0.0, {})
+            return self._nothing_to_do(f"already trained for {self.start_step} steps", "--epochs or --max-steps")
         if self.d.main and not self.resume:
             prepare_run_dir(self.run_dir, self.overwrite)
             self.run.save(self.run_dir / ckpt.CONFIG_FILE)
@@ -326,10 +323,8 @@ class Trainer:
         budget_spent = self.time_clock and self.clock >= 60 * self.cfg.max_minutes
         if budget_spent and self.start_step == _finished_steps(self.run_dir):
             self.log.close()  # the decay already spent the whole budget: one more step would be at rate 0
-            if self.d.main and not self.quiet:
-                print(f"{self.run_dir}: already trained for its {self.cfg.max_minutes} minutes (lr_clock=time); "
-                      f"nothing to do (pass a larger --max-minutes to train longer)", file=sys.stderr)
-            return TrainResult(self.run_dir, self.start_step, self.start_step / self.steps_per_epoch, 0.0, 0.0, {})
+            return self._nothing_to_do(f"already trained for its {self.cfg.max_minutes} minutes (lr_clock=time)",
+                                       "a larger --max-minutes")
         self.bar = _progress_bar(self.total_steps, self.start_step, enabled=self.d.main and not self.quiet)
         try:
             self._loop()
@@ -337,6 +332,11 @@ class Trainer:
             self.bar.close()
             self.log.close()
         return self._finish()
+
+    def _nothing_to_do(self, why: str, longer: str) -> TrainResult:
+        if self.d.main and not self.quiet:
+            print(f"{self.run_dir}: {why}; nothing to do (pass {longer} to train longer)", file=sys.stderr)
+        return TrainResult(self.run_dir, self.start_step, self.start_step / self.steps_per_epoch, 0.0, 0.0, {})
 
     def _build(self) -> None:
         """Model, optimisers, resumed state, device data and the loop's bookkeeping."""
