@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DATA_DIR ?= ../shared/datasets/mnist
 DEMO_EPOCHS ?= 5
 
-.PHONY: install demo test clean
+.PHONY: install demo test lint clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,12 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# ruff (lint + format check) and mypy over the package; .ci/run runs this before the tests.
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

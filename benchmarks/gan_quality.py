@@ -38,7 +38,7 @@ from genlab.evaluate import evaluate_samples
 from genlab.models import get_preset
 from genlab.sample import generate, save_grid
 from genlab.seeding import set_seed
-from genlab.train import train
+from genlab.training import train
 
 METRICS = ("fid", "kid", "is", "pr", "ks", "modes")  # everything but memorisation (slow, not a quality figure)
 

@@ -11,7 +11,7 @@ per-item MNIST + ``ToTensor`` (``reference_vae.TorchvisionMNIST``) -> ``DataLoad
 shuffle)`` -> 784-400-20 MLP
 (fc1/fc21/fc22/fc3/fc4), BCE on sigmoid outputs summed over pixels and batch, Adam 1e-3, with
 the binarisation added for fairness. All are then evaluated by the same code,
-:func:`genlab.nll.evaluate_vae`, on the first ``--eval-images`` test images binarised with seed 0:
+:func:`genlab.nll.evaluate_likelihood`, on the first ``--eval-images`` test images binarised with seed 0:
 test ELBO and IWAE NLL (k importance samples, Burda et al. 2016) in nats.
 
 Prints one table (epochs done, images/s, test ELBO, IWAE NLL, NLL difference vs the reference)
@@ -25,7 +25,6 @@ import json
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -39,9 +38,11 @@ from genlab.data import load_dataset
 from genlab.models import get_preset
 from genlab.models.base import config_from_dict
 from genlab.models.vae import VAEConfig
-from genlab.nll import evaluate_vae
+from genlab.models.vae.gaussian import active_units
+from genlab.models.vae.likelihood import bounds
+from genlab.nll import evaluate_likelihood
 from genlab.seeding import set_seed
-from genlab.train import train
+from genlab.training import train
 
 
 
@@ -69,15 +70,15 @@ def train_reference(data, minutes: float, device: torch.device, seed: int) -> di
 
 
 class ExamplesForEvaluation(nn.Module):
-    """The reference seen through genlab.nll's two-method contract (encode, log_likelihood).
+    """The reference as a LikelihoodModel (genlab.models.base), so genlab.nll scores it like a preset.
 
     log p(x|z) = -BCE(sigmoid(fc4(...)), x) summed over pixels, computed from the logits
-    (the same number, without sigmoid's rounding at 0 and 1).
+    (the same number, without sigmoid's rounding at 0 and 1); the bound is genlab's IWAE code.
     """
 
-    family = "vae"
     conditional = False
-    config = SimpleNamespace(likelihood="bernoulli", conditional=False)
+    likelihood_name = "bernoulli"
+    likelihood_data = "binary"
 
     def __init__(self, ref: ExamplesVAE):
         super().__init__()
@@ -90,6 +91,12 @@ class ExamplesForEvaluation(nn.Module):
         logits = self.ref.fc4(F.relu(self.ref.fc3(z)))  # (S, B, 784)
         x = x.flatten(1).expand_as(logits)
         return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+
+    def likelihood_report(self, x, labels=None, *, k, generator=None, chunk=None):
+        return bounds(self, x, None, k=k, batch_size=len(x), chunk=chunk, generator=generator)
+
+    def likelihood_summary(self, x, labels=None):
+        return {"active_units": active_units(self.encode(x)[0].detach())[0], "latent_dim": 20}
 
 
 # -- genlab's presets -----------------------------------------------------------------------------
@@ -164,7 +171,7 @@ def main(argv=None) -> int:
 
     rows = []
     for name, t in trained.items():
-        ev = evaluate_vae(t["model"], test, k=args.k, n_images=args.eval_images, seed=0, binarize=True)
+        ev = evaluate_likelihood(t["model"], test, k=args.k, n_images=args.eval_images, seed=0, binarize=True)
         rows.append({"model": name, "epochs": round(t["epochs"], 3), "images_per_second": round(t["images_per_second"], 1),
                      "test_elbo_nats": ev["elbo_nats"], "iwae_nll_nats": ev["iwae_nll_nats"],
                      "iwae_nll_sem": ev["iwae_nll_sem"], "active_units": ev["active_units"],

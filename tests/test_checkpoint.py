@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from genlab import checkpoint as ckpt
+from genlab.runs import LOCK_FILE
 from genlab.errors import CheckpointError, DivergenceError, GenlabError
 
 
@@ -24,7 +25,7 @@ def tiny() -> nn.Module:
 
 
 def no_temp_files(folder: Path) -> bool:
-    return not [p for p in folder.rglob("*") if p.name.startswith(".")]
+    return not [p for p in folder.rglob("*") if p.name.startswith(".") and p.name != LOCK_FILE]
 
 
 # -- atomic files --------------------------------------------------------------------------------------
@@ -104,7 +105,7 @@ def test_missing_file(tmp_path):
 def test_load_state_into_checks_names_shapes_and_values():
     model = tiny()
     good = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(CheckpointError, match="shape mismatch"):
+    with pytest.raises(CheckpointError, match="shape or dtype mismatch"):
         ckpt.load_state_into(model, {**good, "0.weight": torch.zeros(5, 3)}, "f")
     with pytest.raises(CheckpointError, match="missing 1 tensor"):
         ckpt.load_state_into(model, {k: v for k, v in good.items() if k != "2.bias"}, "f")

@@ -139,3 +139,19 @@ def test_datasets_command_lists_where_files_are(mnist_dir, capsys):
     assert main(["datasets", "--data-dir", str(mnist_dir)]) == 0
     out = capsys.readouterr().out
     assert "mnist" in out and "fashion-mnist" in out and "ok" in out and "missing" in out
+
+
+def test_resume_accepts_exactly_the_flags_the_resume_policy_allows(seed_run, capsys):
+    """One policy (config.RESUME_MAY_CHANGE) decides both which flags --resume takes and which
+    checkpoint differences are refused: the CLI's list is derived from it, never kept beside it."""
+    from genlab.cli import TRAIN_FLAGS
+    from genlab.config import RESUME_MAY_CHANGE, resume_may_change
+
+    allowed = {flag for flag, (field, _, _) in TRAIN_FLAGS.items() if resume_may_change(f"train.{field}")}
+    assert {"--epochs", "--max-steps", "--max-minutes", "--device", "--log-every"} <= allowed
+    assert {f"train.{TRAIN_FLAGS[f][0]}" for f in allowed} <= RESUME_MAY_CHANGE
+    assert not allowed & {"--lr", "--batch-size", "--seed", "--precision", "--lr-schedule"}
+    for flag, value in (("--lr", "0.1"), ("--latent-dim", "3"), ("--set", "train.lr=0.1")):
+        assert main(["train", "--resume", str(seed_run), flag, value]) == 2
+        err = capsys.readouterr().err
+        assert "cannot change a run being resumed" in err and "--epochs" in err, err

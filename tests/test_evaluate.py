@@ -171,7 +171,7 @@ def test_compare_two_runs(runs, tmp_path, capsys):
     printed = capsys.readouterr()
     assert "is best on" in printed.out and "evaluating it now with n=200" in printed.err
     page = out.read_text()
-    assert "vae-mlp" in page and "gan-seed" in page and "VAE or GAN?" in page
+    assert "vae-mlp" in page and "gan-seed" in page and "Which run is best, by metric" in page
     assert "evaluated on the fly with n=200" in page
     assert page.count("data:image/png;base64,") >= 3  # two sample grids and the training curves
     assert not (runs["gan"] / "metrics.json").exists()  # compare does not write into the runs
@@ -199,7 +199,7 @@ GOOD = np.full((20, 1, 28, 28), 0.5, dtype=np.float32)
     (lambda t: _npy(t, GOOD), ["--dataset", "cifar10"], "unknown dataset"),
     (lambda t: str(t), [], "no .png images"),
     (lambda t: str(t / "missing.npy"), [], "no such"),
-    (lambda t: _npy(t, GOOD), ["--nll"], "--nll needs a VAE run directory"),
+    (lambda t: _npy(t, GOOD), ["--nll"], "--nll needs a run directory whose model has a likelihood bound"),
 ])
 def test_bad_input_is_one_clear_error(tmp_path, capsys, make, args, words):
     target = make(tmp_path)
@@ -229,10 +229,60 @@ def test_nll_without_genlab_nll_is_a_clear_error(monkeypatch, runs):
         add_nll(ev, runs["vae"], k=2, n_images=10, seed=0, device="cpu", data_dir=None)
 
 
+def test_nll_on_a_model_without_a_likelihood_names_the_missing_capability(runs, capsys):
+    assert main(["evaluate", str(runs["gan"]), "-n", "50", "--nll", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--nll needs a model with a likelihood bound (a LikelihoodModel)" in err
+    assert f"{runs['gan']} is a gan/seed run" in err
+    assert not (runs["gan"] / "metrics.json").exists()  # refused before any sampling
+
+
 def test_parse_metrics():
     assert parse_metrics("fid, KID,fid") == ["fid", "kid"]
     with pytest.raises(GenlabError, match="choose from"):
         parse_metrics(",")
+
+
+def test_metric_names_come_from_the_registry():
+    import genlab.evaluate as ev
+
+    assert ev.METRICS == tuple(ev.METRIC_REGISTRY) == ("fid", "kid", "is", "pr", "ks", "modes", "memo")
+    assert {m.name for m in ev.METRIC_REGISTRY.values() if m.per_extractor} == {"fid", "kid", "pr"}
+    assert ev.METRIC_REGISTRY["memo"].min_samples == 2
+    with pytest.raises(GenlabError, match="choose from fid,kid,is,pr,ks,modes,memo"):
+        parse_metrics("sharpness")
+
+
+def test_a_registered_metric_plugs_in_and_shared_inputs_are_computed_once(mnist_dir, monkeypatch):
+    """A metric added to the registry is parsed, run and reported like the built-in ones; sample
+    features and class probabilities are computed once, and only for metrics that need them."""
+    import genlab.evaluate as ev
+
+    calls = []
+    shipped = ev.classifier_extractor
+
+    def counting(dataset, path=None, *, device="cpu"):
+        ext = shipped(dataset, path, device=device)
+        features, probs = ext.features, ext.probs
+        ext.features = lambda x: calls.append(("features", len(x))) or features(x)
+        ext.probs = lambda x: calls.append(("probs", len(x))) or probs(x)
+        return ext
+
+    def toy(ctx, ext):
+        mean = float(ctx.features(ext).samples.mean())
+        return [ev._row("toy", "toy", mean, "higher", ext.name, "mean feature")]
+
+    monkeypatch.setattr(ev, "classifier_extractor", counting)
+    monkeypatch.setitem(ev.METRIC_REGISTRY, "toy", ev.Metric("toy", toy, rank=0, per_extractor=True))
+    assert parse_metrics("toy, fid") == ["toy", "fid"]
+    images = load_dataset("mnist", "test", data_dir=mnist_dir).images[:50].numpy()
+    result = ev.evaluate_samples(images, "mnist", metrics=["fid", "toy", "kid", "is", "modes"],
+                                 data_dir=str(mnist_dir)).result
+    assert [r["key"] for r in result["summary"]] == ["toy", "fid", "kid", "is", "classes_covered", "class_kl"]
+    assert calls.count(("features", 50)) == 1 and calls.count(("probs", 50)) == 1
+    calls.clear()
+    ev.evaluate_samples(images, "mnist", metrics=["is", "memo"], data_dir=str(mnist_dir))
+    assert calls == [("probs", 50)]  # no metric asked for features: none were computed
 
 
 # -- the shipped classifiers ------------------------------------------------------------------

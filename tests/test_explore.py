@@ -61,10 +61,32 @@ def test_explore_refuses_to_overwrite_and_writes_where_told(run, tmp_path, capsy
     assert target.read_bytes() != before
 
 
-def test_explore_refuses_a_gan_run(tmp_path, capsys):
-    (tmp_path / "config.json").write_text(json.dumps({"family": "gan"}))
-    assert main(["explore", str(tmp_path), "--what", "manifold"]) == 2
-    assert f"explore works on VAE runs; {tmp_path} is a gan" in capsys.readouterr().err
+@pytest.fixture(scope="module")
+def gan_run(mnist_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "dcgan"
+    assert main(["train", "gan", "--preset", "dcgan", "--dataset", "mnist", "--data-dir", str(mnist_dir),
+                 "--split", "test", "--max-steps", "3", "--set", "model.width=8", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+@pytest.mark.parametrize("what,flags,size", [
+    ("interpolate", ["--n", "3", "--steps", "5", "--mode", "slerp"], grid_size(3, 5)),
+    ("traverse", ["--n", "4", "--steps", "7"], grid_size(4, 7)),
+])
+def test_a_gan_is_a_latent_model_it_interpolates_and_traverses(gan_run, what, flags, size, tmp_path, capsys):
+    out = tmp_path / f"{what}.png"
+    assert main(["explore", str(gan_run), "--what", what, *flags, "--out", str(out)]) == 0
+    assert Image.open(out).size == size
+    if what == "traverse":  # no encoder and no KL: ranked by how much each axis changes the image
+        assert "image change per unit step" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("what", ["reconstruct", "scatter", "manifold"])
+def test_a_gan_has_no_encoder_and_says_so(gan_run, what, tmp_path, capsys):
+    assert main(["explore", str(gan_run), "--what", what, "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "needs a model with an encoder (an EncoderModel" in err, err
+    assert not (tmp_path / "x.png").exists()
 
 
 # -- the pure functions ------------------------------------------------------------------------

@@ -17,8 +17,8 @@ from torch import nn
 from genlab.errors import ConfigError
 from genlab.models import build_model
 from genlab.models.base import StepContext, StepNoise, TrainSettings, config_from_dict
-from genlab.models.gan import (GAN, PRESETS, GANConfig, MinibatchStd, d_loss, g_loss, gradient_penalty,
-                               mean_pairwise_distance)
+from genlab.models.gan import GAN, PRESETS, GANConfig, MinibatchStd, d_loss, g_loss, gradient_penalty
+from genlab.training.callbacks import ema_decay_at, ema_update
 
 B = 8
 
@@ -50,13 +50,21 @@ def batch(shape=(1, 28, 28), n: int = B, seed: int = 1) -> tuple[torch.Tensor, t
     return torch.rand(n, *shape, generator=g), torch.randint(10, (n,), generator=g)
 
 
+def step(model: GAN, nets, opts, x, y, c: StepContext) -> dict:
+    """One step as the trainer takes it: the family's step, then the EMA callback's update."""
+    out = model.train_step(nets, opts, x, y, c)
+    for average, source in model.ema_pairs():
+        ema_update(average, source, ema_decay_at(model.ema_decay, c.step))
+    return {**out.logs, "applied": out.applied}
+
+
 def run_steps(model: GAN, n_steps: int, seed: int = 0, **batch_kw) -> dict:
     opts = model.configure_optimizers(TrainSettings(lr=2e-4))
     nets = model.networks()
     logs = {}
-    for step in range(n_steps):
-        x, y = batch(seed=step + 1, **batch_kw)
-        logs = model.train_step(nets, opts, x, y, ctx(step, seed))
+    for i in range(n_steps):
+        x, y = batch(seed=i + 1, **batch_kw)
+        logs = step(model, nets, opts, x, y, ctx(i, seed))
     return logs
 
 
@@ -131,7 +139,7 @@ def test_d_steps_draws_fresh_noise_per_discriminator_step() -> None:
     model = make("wgan-gp", width=8)
     c = ctx(0)
     state = c.noise.generator.get_state()
-    model.train_step(model.networks(), model.configure_optimizers(TrainSettings(lr=1e-4)), *batch(), c)
+    step(model, model.networks(), model.configure_optimizers(TrainSettings(lr=1e-4)), *batch(), c)
     # 5 D steps, each z (B, 100) + eps (B,): the generator advanced past 5 z draws
     g = torch.Generator()
     g.set_state(state)
@@ -278,7 +286,7 @@ def test_state_dict_round_trips_through_safetensors(tmp_path: Path) -> None:
     model = make("hinge-sn", width=8, conditional=True, minibatch_std=True)
     run_steps(model, 2)
     save_file(model.state_dict(), tmp_path / "model.safetensors")
-    assert "fixed_z" in model.state_dict() and "real_diversity" in model.state_dict()
+    assert not {"fixed_z", "real_diversity"} & set(model.state_dict())  # monitoring state lives in callbacks
     assert any(k.startswith("generator_ema.") for k in model.state_dict())
     other = make("hinge-sn", seed=99, width=8, conditional=True, minibatch_std=True)
     other.load_state_dict(load_file(tmp_path / "model.safetensors"))
@@ -331,9 +339,9 @@ def test_seed_gan_learns_to_tell_real_mnist_from_fakes(mnist_dir: Path) -> None:
     order = torch.randperm(2000, generator=torch.Generator().manual_seed(0))
     y = torch.zeros(bs, dtype=torch.long)
     history = []
-    for step in range(150):
-        idx = order[(step * bs) % (2000 - bs) :][:bs]
-        logs = model.train_step(nets, opts, images[idx], y, ctx(step))
+    for i in range(150):
+        idx = order[(i * bs) % (2000 - bs) :][:bs]
+        logs = step(model, nets, opts, images[idx], y, ctx(i))
         history.append((float(logs["d_real"]), float(logs["d_fake"])))
     d_real, d_fake = np.mean(history[-50:], axis=0)
     assert d_real > d_fake, (d_real, d_fake)
@@ -349,45 +357,6 @@ def test_seed_gan_learns_to_tell_real_mnist_from_fakes(mnist_dir: Path) -> None:
     assert model.sample(256).mean() < 0.4
 
 
-# -- watching training ---------------------------------------------------------------------------
-def test_on_progress_writes_grids_and_diversity(tmp_path: Path, mnist_dir: Path) -> None:
-    images = load_mnist(mnist_dir, 500)
-    model = make("dcgan", width=8)
-    model.on_train_start(images, torch.zeros(500, dtype=torch.long))
-    assert float(model.real_diversity) == pytest.approx(mean_pairwise_distance(images))
-    out = [model.on_progress(step, tmp_path) for step in (0, 100, 200)]
-    run_steps(model, 1)
-    out.append(model.on_progress(300, tmp_path))
-    for step in (0, 100, 200, 300):
-        png = tmp_path / "progress" / f"step-{step:06d}.png"
-        assert png.is_file()
-        assert Image.open(png).size == (2 + 8 * 30, 2 + 8 * 30)  # 8 x 8 of 28 px, 2 px apart
-    assert out[0] == out[1]  # the same fixed z each time, and untrained weights did not move
-    assert all(0 < o["diversity"] < 5 and o["collapsed"] in (0.0, 1.0) for o in out)
-    summary = model.end_of_training(tmp_path, images, torch.zeros(500, dtype=torch.long))
-    assert (tmp_path / "progress.png").is_file() and (tmp_path / "diversity.png").is_file()
-    assert Image.open(tmp_path / "progress.png").height == 2 + 4 * 30  # one row per progress step
-    assert {"diversity", "collapsed", "warnings"} <= set(summary)
-    assert summary["diversity"] == pytest.approx(out[-1]["diversity"])
-
-
-def test_collapsed_generator_gives_zero_diversity_and_a_warning(tmp_path: Path, mnist_dir: Path) -> None:
-    images = load_mnist(mnist_dir, 300)
-    model = make("seed")
-    model.on_train_start(images, torch.zeros(300, dtype=torch.long))
-    with torch.no_grad():
-        model.generator.net[-3].weight.zero_()  # last Linear: every z gives tanh(bias), one image
-    out = model.on_progress(10, tmp_path)
-    assert out["diversity"] == pytest.approx(0.0, abs=1e-6) and out["collapsed"] == 1.0
-    summary = model.end_of_training(tmp_path, images, torch.zeros(300, dtype=torch.long))
-    assert summary["collapsed"] and any("mode collapse" in w for w in summary["warnings"])
-
-
-def test_mean_pairwise_distance_known_answer() -> None:
-    pts = torch.tensor([[0.0, 0.0], [3.0, 4.0], [0.0, 0.0]]).view(3, 1, 1, 2)
-    assert mean_pairwise_distance(pts) == pytest.approx((5 + 0 + 5) / 3)
-
-
 def test_nonfinite_discriminator_loss_is_skipped_through_optimize() -> None:
     model = make("dcgan", width=8)
     opts = model.configure_optimizers(TrainSettings(lr=2e-4))
@@ -396,7 +365,7 @@ def test_nonfinite_discriminator_loss_is_skipped_through_optimize() -> None:
     x[0, 0, 0, 0] = float("nan")
     c = StepContext(step=0, noise=StepNoise(torch.Generator().manual_seed(0)),
                     settings=TrainSettings(lr=2e-4, grad_clip=1.0, skip_nonfinite=True))
-    logs = model.train_step(model.networks(), opts, x, y, c)
+    logs = step(model, model.networks(), opts, x, y, c)
     assert float(logs["applied"]) == 0.0
     assert unchanged(d0, model.discriminator) == {n for n, _ in model.discriminator.named_parameters()}
 

@@ -43,8 +43,6 @@ from genlab.metrics.classifier import (
 )
 from genlab.metrics.inception import FIDInceptionV3, inception_features, load_fid_inception
 
-MNIST = Path("/work/shared/datasets/mnist")
-
 
 def read_idx(path: Path, offset: int) -> np.ndarray:
     """Minimal IDX reader (offset 16 for images, 8 for labels); independent of genlab.data."""
@@ -53,9 +51,9 @@ def read_idx(path: Path, offset: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def mnist() -> tuple[np.ndarray, np.ndarray]:
-    images = read_idx(MNIST / "t10k-images-idx3-ubyte.gz", 16).reshape(-1, 1, 28, 28)
-    labels = read_idx(MNIST / "t10k-labels-idx1-ubyte.gz", 8).astype(np.int64)
+def mnist(mnist_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    images = read_idx(mnist_dir / "t10k-images-idx3-ubyte.gz", 16).reshape(-1, 1, 28, 28)
+    labels = read_idx(mnist_dir / "t10k-labels-idx1-ubyte.gz", 8).astype(np.int64)
     return images, labels
 
 
@@ -117,6 +115,40 @@ def test_frechet_diagonal_closed_form():
     s1, s2 = rng.uniform(0.1, 3, size=5), rng.uniform(0.1, 3, size=5)
     want = np.sum((np.sqrt(s1) - np.sqrt(s2)) ** 2) + np.sum((mu1 - mu2) ** 2)
     assert frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(want, rel=1e-6)
+
+
+def frechet_reference(mu1, s1, mu2, s2) -> float:
+    """An independent float64 computation: Tr((S1 S2)^(1/2)) = Tr((S1^(1/2) S2 S1^(1/2))^(1/2)), the
+    second a symmetric PSD matrix, so both square roots come from eigh (no scipy.linalg.sqrtm)."""
+    def sqrt_psd(a):
+        w, v = np.linalg.eigh(a)
+        return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+    r1 = sqrt_psd(s1)
+    cross = np.trace(sqrt_psd(r1 @ s2 @ r1))
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * cross)
+
+
+@pytest.mark.parametrize("seed", [3, 4, 5])
+def test_frechet_non_commuting_covariances_match_an_independent_computation(seed):
+    """Random SPD covariances do not commute, so the classic bug Tr(S1^(1/2) S2^(1/2)) gives another value."""
+    from scipy import linalg
+
+    rng = np.random.default_rng(seed)
+    d = 6
+    mu1, mu2, s1, s2 = rng.normal(size=d), rng.normal(size=d), random_spd(rng, d), random_spd(rng, d)
+    assert not np.allclose(s1 @ s2, s2 @ s1)
+    want = frechet_reference(mu1, s1, mu2, s2)
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(want, rel=1e-9)
+    wrong = float(np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2)
+                  - 2 * np.trace(linalg.sqrtm(s1) @ linalg.sqrtm(s2)).real)
+    assert abs(wrong - want) > 1e-3 * abs(want)  # the bug would be caught at this tolerance
+
+
+def test_frechet_of_identical_gaussians_is_zero_not_a_hidden_negative():
+    rng = np.random.default_rng(6)
+    mu, s = rng.normal(size=6), random_spd(rng, 6)
+    assert frechet_distance(mu, s, mu, s) == pytest.approx(0.0, abs=1e-9)
 
 
 def test_frechet_singular_covariances_stay_finite():

@@ -12,8 +12,10 @@ import torch
 from genlab.cli import main
 from genlab.errors import GenlabError
 from genlab.models import build_model
+from genlab.models.base import LikelihoodModel
 from genlab.models.vae import VAEConfig, kl_divergence, reparameterize
-from genlab.nll import binarize_images, elbo, evaluate_vae, importance_weighted_bound
+from genlab.models.vae.likelihood import elbo, importance_weighted_bound
+from genlab.nll import binarize_images, evaluate_likelihood
 
 
 class PPCA(torch.nn.Module):
@@ -187,8 +189,8 @@ def test_bound_rises_with_k_and_elbo_is_below_it_on_a_trained_vae(mlp_run, mnist
     assert float(elbo(model, x, k=10, generator=_gen()).mean()) < means[2]
 
 
-def test_evaluate_vae_and_the_nll_command(mlp_run, mnist_dir, capsys):
-    res = evaluate_vae(mlp_run, k=20, n_images=200, data_dir=str(mnist_dir))
+def test_evaluate_likelihood_and_the_nll_command(mlp_run, mnist_dir, capsys):
+    res = evaluate_likelihood(mlp_run, k=20, n_images=200, data_dir=str(mnist_dir))
     assert {"iwae_nll_nats", "elbo_nats", "k", "n_images", "active_units", "kl_per_dim", "likelihood",
             "binarized"} <= set(res)
     assert (res["k"], res["n_images"], res["likelihood"], res["binarized"]) == (20, 200, "bernoulli", True)
@@ -200,12 +202,44 @@ def test_evaluate_vae_and_the_nll_command(mlp_run, mnist_dir, capsys):
     assert "IWAE NLL (k=20)" in capsys.readouterr().out
 
 
-def test_nll_refuses_a_run_of_another_family(tmp_path, capsys):
-    (tmp_path / "config.json").write_text(json.dumps({"family": "gan"}))
+def test_nll_refuses_a_run_of_another_family(mnist_dir, tmp_path, capsys):
+    """A model without the LikelihoodModel capability is refused, naming the run and what it is."""
+    from genlab.checkpoint import MODEL_FILE, save_tensors
+    from genlab.config import DataConfig, RunConfig, TrainConfig
+    from genlab.models import get_preset
+
+    run = RunConfig("gan", "seed", get_preset("gan", "seed").model, DataConfig("mnist", "test", str(mnist_dir)),
+                    TrainConfig(max_steps=1))
+    model = build_model("gan", run.model)
+    assert not isinstance(model, LikelihoodModel)
+    run.save(tmp_path / "config.json")
+    save_tensors(tmp_path / MODEL_FILE, model.state_dict())
     assert main(["nll", str(tmp_path)]) == 2
-    assert f"genlab nll works on VAE runs; {tmp_path} is a gan" in capsys.readouterr().err
-    with pytest.raises(GenlabError, match=r"VAE runs; .* is a gan"):
-        evaluate_vae(tmp_path)
+    err = capsys.readouterr().err
+    assert f"{tmp_path} is a gan/seed model, which has no likelihood bound" in err and len(err.splitlines()) == 1
+    with pytest.raises(GenlabError, match=r".* is a gan/seed model, which has no likelihood bound"):
+        evaluate_likelihood(tmp_path)
+    with pytest.raises(GenlabError, match=r"likelihood bound .* got GAN"):
+        evaluate_likelihood(model, "mnist", data_dir=str(mnist_dir))
+
+
+def test_vae_reports_through_the_likelihood_capability(mlp_run, mnist_dir):
+    """The VAE's LikelihoodModel methods give the figures the IWAE functions compute, batch by batch."""
+    from genlab.checkpoint import load_run
+    from genlab.data import load_dataset
+
+    model, _ = load_run(mlp_run)
+    assert isinstance(model, LikelihoodModel) and model.likelihood_data == "binary"
+    assert model.likelihood_name == "bernoulli"
+    assert _vae(likelihood="mse").likelihood_data == "continuous"
+    x = binarize_images(load_dataset("mnist", "test", data_dir=mnist_dir).images[:30])
+    report = model.likelihood_report(x, k=8, generator=_gen(1), chunk=3)
+    assert set(report) == {"bound", "elbo", "kl"} and all(v.shape == (30,) for v in report.values())
+    assert torch.equal(report["bound"], importance_weighted_bound(model, x, k=8, batch_size=30, chunk=3,
+                                                                  generator=_gen(1)))
+    assert torch.equal(report["elbo"], elbo(model, x, k=8, batch_size=30, chunk=3, generator=_gen(1)))
+    summary = model.likelihood_summary(x)
+    assert summary["latent_dim"] == model.latent_dim == len(summary["kl_per_dim"])
 
 
 # -- training on the IWAE bound (model.iw_samples) ------------------------------------------------
@@ -338,7 +372,7 @@ def test_vamp_trains_evaluates_samples_and_explores_through_the_cli(mnist_dir, t
     assert main(["nll", str(out), "--k", "20", "-n", "100"]) == 0
     text = capsys.readouterr().out
     assert "KL to the prior" in text and "IWAE NLL (k=20)" in text
-    result = evaluate_vae(out, k=20, n_images=100)
+    result = evaluate_likelihood(out, k=20, n_images=100)
     assert "kl_per_dim" not in result and result["kl_nats"] > 0
     assert -result["elbo_nats"] > result["iwae_nll_nats"] > 0
     assert main(["sample", str(out), "-n", "16", "--out", str(tmp_path / "s.npy")]) == 0
@@ -452,7 +486,7 @@ def _train_small_vamp(out: Path, mnist_dir, *model_settings: str) -> None:
 
 def _evaluate_sample_and_explore(out: Path, tmp_path: Path, capsys, latent_dim: int, pictures: tuple) -> None:
     """The tools a trained run must support: the bound, nll, sample and explore."""
-    result = evaluate_vae(out, k=20, n_images=100)
+    result = evaluate_likelihood(out, k=20, n_images=100)
     assert result["latent_dim"] == latent_dim and -result["elbo_nats"] > result["iwae_nll_nats"] > 0
     capsys.readouterr()
     assert main(["nll", str(out), "--k", "10", "-n", "50"]) == 0

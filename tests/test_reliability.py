@@ -25,8 +25,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from genlab import checkpoint as ckpt
+from genlab.runs import LOCK_FILE
 from genlab.cli import main
 from genlab.errors import GenlabError
 from genlab.models.vae import PRESETS, VAE, VAEConfig
@@ -178,7 +180,8 @@ def test_sigterm_checkpoints_exits_130_and_resumes_exactly(mnist_dir, straight, 
     lines = err.strip().splitlines()
     assert len(lines) == 1 and f"genlab train --resume {out}" in lines[0] and "signal 15" in lines[0], err
     step = int(lines[0].split("at step ")[1].split(";")[0])
-    assert 10 < step < STEPS
+    # step 10 when the signal lands between logging step 10 and the loop's signal check (a loaded machine)
+    assert 10 <= step < STEPS
     assert ckpt.checkpoint_dirs(out)[-1].name == f"step-{step:08d}"
     assert main(["train", "--resume", str(out), "--quiet"]) == 0
     assert_same_as_straight(out, straight)
@@ -258,7 +261,7 @@ def test_resume_accepts_a_checkpoint_from_before_a_setting_existed(run_copy, cap
 def stop_by_the_clock_then_resume(mnist_dir, out, monkeypatch, *extra: str) -> None:
     """Train until a fake clock (one second per read) passes --max-minutes, then resume without it."""
     clock = iter(range(10**6))
-    monkeypatch.setattr("genlab.train.time.perf_counter", lambda: next(clock) * 1.0)
+    monkeypatch.setattr("genlab.training.loop.time.perf_counter", lambda: next(clock) * 1.0)
     assert main(train_args(mnist_dir, out, *extra, "--max-minutes", "0.2")) == 0  # 12 "seconds"
     done = ckpt.checkpoint_dirs(out)[-1]
     assert 0 < int(done.name[5:]) < STEPS and (out / "model.safetensors").is_file()
@@ -323,7 +326,7 @@ def test_weights_turning_infinite_stop_the_run_at_that_step(mnist_dir, tmp_path,
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), None])
 def test_weight_check_sees_any_non_finite_weight_and_no_finite_one(bad):
-    from genlab.train import _float_params, _weights_finite
+    from genlab.training.loop import _float_params, _weights_finite
 
     model = VAE(PRESETS["mlp"].model)
     with torch.no_grad():
@@ -421,6 +424,38 @@ def test_weights_of_another_architecture(run_copy, tmp_path, capsys, config):
     assert main(["train", "--resume", str(run_copy), "--epochs", "3"]) == 2
     one_line_error(capsys, "do not fit this model's architecture")
     assert snapshot(run_copy) == before
+
+
+@pytest.mark.parametrize("convert", [
+    lambda t: t.double().fill_(1e300),  # finite in float64, inf once cast to the model's float32
+    lambda t: t.to(torch.int32),
+    lambda t: t.bool(),
+    lambda t: t.to(torch.complex64),
+])
+def test_weights_of_another_dtype_are_refused_not_cast(run_copy, tmp_path, capsys, convert):
+    path = run_copy / "model.safetensors"
+    weights = load_file(path)
+    name = next(iter(weights))
+    weights[name] = convert(weights[name])
+    ckpt.save_tensors(path, weights)
+    assert main(["sample", str(run_copy), "--out", str(tmp_path / "s.npy")]) == 2
+    one_line_error(capsys, f"{name}: file ")
+    assert not (tmp_path / "s.npy").exists()
+
+
+def test_a_gan_run_from_genlab_0_1_still_loads(mnist_dir, tmp_path):
+    """Older GAN runs stored the progress batch as buffers (fixed_z, real_diversity): dropped on load."""
+    out = tmp_path / "gan"
+    assert main(["train", "gan", "--preset", "seed", "--data-dir", str(mnist_dir), "--split", "test",
+                 "--max-steps", "2", "--out", str(out), "--quiet"]) == 0
+    weights = load_file(out / "model.safetensors")
+    assert not {"fixed_z", "real_diversity"} & set(weights)
+    weights |= {"fixed_z": torch.zeros(64, 100), "real_diversity": torch.ones(())}
+    ckpt.save_tensors(out / "model.safetensors", weights)
+    assert main(["sample", str(out), "-n", "4", "--out", str(tmp_path / "s.npy")]) == 0
+    weights["not_a_weight"] = torch.zeros(1)  # anything else unexpected is still refused
+    ckpt.save_tensors(out / "model.safetensors", weights)
+    assert main(["sample", str(out), "-n", "4", "--out", str(tmp_path / "t.npy")]) == 2
 
 
 class Payload:
@@ -529,7 +564,7 @@ def test_full_disk_keeps_the_previous_model_file(run_copy, monkeypatch):
         ckpt.save_tensors(target, {"w": torch.zeros(3)})
     monkeypatch.undo()
     assert target.read_bytes() == before
-    assert sorted(p.name for p in run_copy.iterdir() if p.name.startswith("."))== []
+    assert sorted(p.name for p in run_copy.iterdir() if p.name.startswith(".") and p.name != LOCK_FILE) == []
 
 
 def test_checksum_mismatch_via_cli(mnist_dir, tmp_path, capsys):
@@ -565,7 +600,7 @@ _FAULTS_PER_STEP = """
 import resource, sys, torch
 from genlab.models.base import adam
 from genlab.models.vae import PRESETS, VAE
-from genlab.train import keep_freed_memory
+from genlab.training import keep_freed_memory
 torch.set_num_threads(1)
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
@@ -663,7 +698,7 @@ def test_time_clock_decays_the_rate_over_max_minutes_and_resumes_down_the_same_c
         return original(self, nets, opt, x, y, ctx)
 
     monkeypatch.setattr(VAE, "train_step", train_step)
-    monkeypatch.setattr("genlab.train.time.perf_counter", lambda: now[0])
+    monkeypatch.setattr("genlab.training.loop.time.perf_counter", lambda: now[0])
     out = tmp_path / "timed"
     clock = ("--lr", "0.01", "--lr-schedule", "cosine", "--lr-clock", "time", "--epochs", "3")
     assert main(train_args(mnist_dir, out, *clock, "--max-minutes", "0.5")) == 0  # 30 "seconds"
@@ -695,9 +730,77 @@ def test_precision_auto_autocasts_only_where_the_cpu_has_bf16(mnist_dir, tmp_pat
         return original(self, nets, opt, x, y, ctx)
 
     monkeypatch.setattr(VAE, "train_step", train_step)
-    monkeypatch.setattr("genlab.train._cpu_flags", lambda: flags)
+    monkeypatch.setattr("genlab.device._cpu_flags", lambda: flags)
     out = tmp_path / "auto"
     assert main(train_args(mnist_dir, out, "--precision", "auto", "--epochs", "1", "--device", "cpu")) == 0
     assert autocast == [expected == "bf16"] * 20
     assert json.loads((out / "summary.json").read_text())["precision"] == expected
     assert json.loads((out / "config.json").read_text())["train"]["precision"] == "auto"  # resolved per machine
+
+
+# -- one writer per run directory --------------------------------------------------------------------
+def test_two_trainings_into_one_out_never_mix(mnist_dir, tmp_path):
+    """Two real processes started together on one --out: one trains, the other is refused with one line
+    and writes nothing, so config, weights and metrics all come from the same run (seeds 5 and 6)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "OMP_NUM_THREADS": "1"}
+    for attempt in range(3):
+        out = tmp_path / f"race{attempt}"
+        procs = [subprocess.Popen([sys.executable, "-m", "genlab", *train_args(mnist_dir, out, "--seed", str(seed),
+                                                                             "--max-steps", "30", "--quiet")],
+                                  env=env, stderr=subprocess.PIPE, text=True) for seed in (5, 6)]
+        results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+        codes = sorted(code for code, _ in results)
+        assert codes == [0, 2], results
+        winner = 5 + [code for code, _ in results].index(0)
+        loser_err = next(err for code, err in results if code == 2)
+        # refused while the other trains, or (if it finished first) because the folder holds its run
+        assert ("is being written by another genlab process" in loser_err or "already holds files" in loser_err)
+        assert len(loser_err.strip().splitlines()) == 1, loser_err
+        assert json.loads((out / "config.json").read_text())["train"]["seed"] == winner
+        steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+        assert steps == sorted(set(steps))  # one run's lines, not two interleaved
+
+
+def test_resume_of_a_run_being_written_is_refused(run_copy, capsys):
+    from genlab.runs import RunLock
+
+    lock = RunLock(run_copy).acquire()  # another writer, as far as this process's resume can tell
+    try:
+        before = snapshot(run_copy)
+        assert main(["train", "--resume", str(run_copy), "--epochs", "3"]) == 2
+        one_line_error(capsys, "is being written by another genlab process", f"pid {os.getpid()}")
+        assert snapshot(run_copy) == before
+    finally:
+        lock.release()
+    assert main(["train", "--resume", str(run_copy), "--epochs", "3", "--quiet"]) == 0  # free again
+
+
+def test_overwrite_keeps_the_old_run_until_the_new_one_has_started(run_copy, mnist_dir, monkeypatch, capsys):
+    from genlab.training import Trainer
+
+    before = snapshot(run_copy)
+
+    def failing_build(self):
+        raise GenlabError("simulated failure while building the new run")
+
+    monkeypatch.setattr(Trainer, "_build", failing_build)
+    assert main(train_args(mnist_dir, run_copy, "--seed", "9", "--overwrite")) == 2
+    one_line_error(capsys, "simulated failure")
+    assert snapshot(run_copy) == before  # the old run is back, byte for byte
+    assert not (run_copy / ".replaced").exists()
+    monkeypatch.undo()
+    assert main(train_args(mnist_dir, run_copy, "--seed", "9", "--overwrite", "--max-steps", "3")) == 0
+    assert json.loads((run_copy / "config.json").read_text())["train"]["seed"] == 9
+    assert not (run_copy / ".replaced").exists()
+
+
+@pytest.mark.parametrize("flags,words", [
+    (["--latent-dim", "1000000000000"], "more than this machine's"),
+    (["--set", "model.hidden=[1000000000000]"], "more than this machine's"),
+    (["--set", "model.image_shape=[1,32,32]"], "set model.image_shape to [1, 28, 28]"),
+])
+def test_impossible_models_fail_before_anything_is_written(mnist_dir, tmp_path, capsys, flags, words):
+    out = tmp_path / "never"
+    assert main(train_args(mnist_dir, out, *flags)) == 2
+    one_line_error(capsys, words)
+    assert not out.exists()

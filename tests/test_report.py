@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from genlab.evaluate import Evaluation
-from genlab.report import (best_runs, compare_html, evaluation_html, fmt, metrics_table_text, score, verdict,
-                           write_metrics_json)
+from genlab.report import (VERDICT_HEADING, best_runs, compare_html, evaluation_html, fmt, metrics_table_text,
+                           score, training_curves_png, verdict, write_metrics_json)
 
 
 def _row(key, value, better, extractor="genlab-cnn-mnist-v1", **extra):
@@ -110,7 +110,60 @@ def test_compare_page_marks_the_best_and_says_what_was_evaluated_on_the_fly(tmp_
          "samples_png": None, "result": _result(fid=4.0, precision=0.4, density=1.0, copies=0.01, n=200)},
     ]
     page = compare_html(runs)
-    assert "VAE or GAN?" in page and "evaluated on the fly with n=200" in page
+    assert "Which run is best, by metric" in page and "evaluated on the fly with n=200" in page
+    assert VERDICT_HEADING == "Which run is best, by metric" and "VAE or GAN" not in page
     assert "different sample counts" in page
     assert page.count('class="num best"') >= 2 and "data:image/png;base64," in page  # training curves
     assert page.count("no samples.png") == 2
+
+
+def test_evaluation_page_names_the_likelihood_by_what_was_measured():
+    samples = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
+    result = _result(fid=3.0, precision=0.9, density=1.0, copies=0.01)
+    result["nll"] = {"iwae_nll_nats": 91.5, "iwae_nll_sem": 0.4, "k": 100, "n_images": 50, "likelihood": "bernoulli"}
+    page = evaluation_html(Evaluation(result=result, samples=samples))
+    assert "<h2>Test log-likelihood (importance-weighted bound)</h2>" in page and "91.5" in page
+    assert "(VAE)" not in page
+
+
+def test_training_curves_plot_every_logged_figure_of_any_family(tmp_path, monkeypatch):
+    """Each run's own figures get a panel (a GAN's loss_d, a VAE's recon...), bookkeeping keys none."""
+    import genlab.plots as plots
+    from genlab.io import read_jsonl
+
+    vae, gan = tmp_path / "vae.jsonl", tmp_path / "gan.jsonl"
+    vae.write_text("".join(json.dumps({"step": s, "epoch": s / 10, "loss": 1.0 / s, "recon": 0.5, "kl": 0.1,
+                                       "kl_per_dim": [0.1, 0.2], "applied": 1.0, "lr": 1e-3, "seconds": 0.1})
+                           + "\n" for s in range(1, 6)) + "{broken line\n")
+    gan.write_text("".join(json.dumps({"step": s, "loss_d": 1.0, "loss_g": 2.0, "d_real": 0.7, "collapsed": 1.0,
+                                       "pairwise_l2": 0.4, "diversity": 0.3, "skipped_steps": 0, "ok": True})
+                           + "\n" for s in range(1, 6)))
+    panels = []
+    real_grid = plots.panel_grid
+    monkeypatch.setattr(plots, "panel_grid", lambda n: panels.append(n) or real_grid(n))
+    assert training_curves_png([("v", vae), ("g", gan)]).startswith(b"\x89PNG")
+    assert plots.curve_keys(read_jsonl(vae) + read_jsonl(gan)) == [
+        "loss", "loss_d", "loss_g", "recon", "kl", "d_real", "diversity"]
+    assert panels == [7]
+    assert training_curves_png([("none", tmp_path / "missing.jsonl")]) is None
+
+
+def test_loss_plot_is_family_agnostic_and_never_too_wide(tmp_path):
+    """Rows of at most 4 panels: 9 figures make a 3-row figure under 15 inches wide, with room for the title."""
+    from PIL import Image
+
+    from genlab.plots import MAX_COLUMNS, panel_grid, plot_losses
+
+    log = tmp_path / "metrics.jsonl"
+    names = ["d_real", "loss_g", "gp", "loss_d", "d_fake", "diversity", "grad_norm", "fid_proxy", "ema_gap"]
+    log.write_text("".join(json.dumps({"step": s, "seconds": 1.0, **{k: float(s + i) for i, k in enumerate(names)}})
+                           + "\n" for s in range(0, 300, 10)))
+    plot_losses(log, tmp_path / "loss.png", title="a long title: some family / some preset")
+    with Image.open(tmp_path / "loss.png") as im:
+        width, height = im.size
+    assert width / 110 < 15.5 and height > width / 3  # 110 dpi: three rows, not nine columns
+    fig, axes = panel_grid(9)
+    assert len(axes) == 9 and sum(ax.get_visible() for ax in fig.axes) == 9 and MAX_COLUMNS == 4
+    assert len(fig.axes) == 12  # 3 rows of 4; the 3 spare cells hidden
+    plot_losses(tmp_path / "empty.jsonl", tmp_path / "empty.png")  # nothing logged yet: still a figure
+    assert (tmp_path / "empty.png").stat().st_size > 0

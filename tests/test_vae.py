@@ -98,7 +98,7 @@ def _steps(model, x, n_steps, lr=1e-3):
         idx = torch.arange(s * 64, (s + 1) * 64) % x.shape[0]
         out = model.train_step(model.networks(), opts, x[idx], torch.zeros(64, dtype=torch.long),
                                StepContext(s, StepNoise(g), settings))
-        losses.append(float(out["loss"]))
+        losses.append(float(out.loss))
     return losses
 
 

@@ -15,12 +15,10 @@ under a temporary name and renamed into place the same way.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import random
 import re
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -33,79 +31,9 @@ from safetensors.torch import save as st_save
 
 from . import __version__
 from .errors import CheckpointError, DivergenceError, GenlabError
+from .io import atomic_write_bytes, atomic_write_text, fsync_dir, remove_quietly, why
 
-CHECKPOINT_DIR = "checkpoints"
-MODEL_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-
-
-# -- atomic files ---------------------------------------------------------------
-def _default_file_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-_FILE_MODE = _default_file_mode()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise GenlabError(f"cannot write {path}: {e.strerror or e}") from None
-    try:
-        os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600; outputs should read like any other file
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as e:
-        _remove_quietly(Path(tmp))
-        raise GenlabError(f"cannot write {path}: {_why(e)}; the previous file, if any, is unchanged") from None
-    except BaseException:
-        _remove_quietly(Path(tmp))
-        raise
-
-
-def _why(e: OSError) -> str:
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return "the disk is full"
-    return e.strerror or str(e)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename durable: without this a power cut can undo it (ext4, xfs)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # some filesystems cannot open folders; the rename is still atomic
-    try:
-        os.fsync(fd)
-    except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
-            raise
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _remove_quietly(path: Path) -> None:
-    try:
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    except OSError:
-        pass
+from .runs import CHECKPOINT_DIR, CONFIG_FILE, MODEL_FILE  # noqa: E402,F401  (re-exported for callers)
 
 
 # -- tensors <-> safetensors ----------------------------------------------------------
@@ -141,12 +69,25 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_state_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
-    """Copy weights into ``module`` after checking names and shapes match exactly."""
+    """Copy weights into ``module`` after checking names, shapes and dtypes match exactly.
+
+    A dtype must match too: a float64 file holding 1e300 would pass a finiteness check and
+    then overflow to inf in the model's float32, and an int or bool tensor would be cast
+    silently. Keys the model's family retired (``retired_state_keys``: state an older genlab
+    stored that now lives elsewhere) are dropped, so older run directories still load.
+    """
+    from .models.base import GenerativeModel
+
+    retired = module.retired_state_keys if isinstance(module, GenerativeModel) else frozenset()
+    tensors = {k: v for k, v in tensors.items() if k not in retired}
     expected = module.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     wrong = [f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(v.shape)}"
              for k, v in expected.items() if k in tensors and tensors[k].shape != v.shape]
+    wrong += [f"{k}: file {str(tensors[k].dtype).removeprefix('torch.')} vs model "
+              f"{str(v.dtype).removeprefix('torch.')}"
+              for k, v in expected.items() if k in tensors and tensors[k].dtype != v.dtype]
     if missing or unexpected or wrong:
         parts: list[str] = []
         if missing:
@@ -154,7 +95,7 @@ def load_state_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], w
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected tensor(s) (e.g. {unexpected[0]})")
         if wrong:
-            parts.append(f"{len(wrong)} shape mismatch(es) (e.g. {wrong[0]})")
+            parts.append(f"{len(wrong)} shape or dtype mismatch(es) (e.g. {wrong[0]})")
         raise CheckpointError(f"{where}: weights do not fit this model's architecture: {'; '.join(parts)}")
     bad = nonfinite_tensors(tensors)
     if bad:
@@ -248,6 +189,18 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def latest_checkpoint(run_dir: Path) -> Path:
+    """The newest checkpoint folder of a run, or a CheckpointError saying why there is none."""
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: no such run directory")
+    found = checkpoint_dirs(run_dir)
+    if not found:
+        raise CheckpointError(f"{run_dir}: no checkpoint to resume from (looked in {run_dir / CHECKPOINT_DIR}); "
+                              f"start again with --overwrite")
+    return found[-1]
+
+
+
 def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, state: dict[str, Any], keep: int,
                     meta: dict[str, Any] | None = None) -> Path:
     """Write checkpoints/step-XXXXXXXX/ atomically, then delete all but the newest ``keep``.
@@ -267,26 +220,26 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, state: dic
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-step-{step:08d}-", dir=root))
     except OSError as e:
-        raise GenlabError(f"cannot write a checkpoint into {root}: {_why(e)}") from None
+        raise GenlabError(f"cannot write a checkpoint into {root}: {why(e)}") from None
     try:
         save_tensors(tmp / MODEL_FILE, weights)
         save_tensors(tmp / "state.safetensors", tensors)
         atomic_write_text(tmp / "state.json", json.dumps(
             {"format": STATE_FORMAT, "step": step, **(meta or {}), "state": skeleton}))
         if final.exists():
-            _remove_quietly(final)
+            remove_quietly(final)
         os.replace(tmp, final)
-        _fsync_dir(root)
+        fsync_dir(root)
     except OSError as e:
-        _remove_quietly(tmp)
-        raise GenlabError(f"cannot write checkpoint {final}: {_why(e)}; earlier checkpoints are unchanged") from None
+        remove_quietly(tmp)
+        raise GenlabError(f"cannot write checkpoint {final}: {why(e)}; earlier checkpoints are unchanged") from None
     except BaseException:
-        _remove_quietly(tmp)
+        remove_quietly(tmp)
         raise
     for old in checkpoint_dirs(run_dir)[:-keep]:
-        _remove_quietly(old)
+        remove_quietly(old)
     for stale in root.glob(".tmp-step-*"):  # left by a crash mid-write; only one process writes checkpoints
-        _remove_quietly(stale)
+        remove_quietly(stale)
     return final
 
 

@@ -11,71 +11,41 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 from . import __version__
+from .argtypes import bounded_int, output_path, seed
 from .errors import ConfigError, GenlabError
 
-# Flags that set a model-config field, by family-agnostic name: flag -> (field, type).
-MODEL_FLAGS: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "--latent-dim": ("latent_dim", int),
-    "--beta": ("beta", float),
-    "--recon-reduction": ("recon_reduction", str),
-    "--likelihood": ("likelihood", str),
-    "--arch": ("arch", str),
-    "--kl-warmup-steps": ("kl_warmup_steps", int),
-    "--loss": ("loss", str),
-    "--d-steps": ("d_steps", int),
-    "--ema-decay": ("ema_decay", float),
-}
-TRAIN_FLAGS: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "--epochs": ("epochs", int),
-    "--batch-size": ("batch_size", int),
-    "--lr": ("lr", float),
-    "--lr-schedule": ("lr_schedule", str),
-    "--warmup-steps": ("warmup_steps", int),
-    "--lr-clock": ("lr_clock", str),
-    "--seed": ("seed", int),
-    "--device": ("device", str),
-    "--log-every": ("log_every", int),
-    "--checkpoint-every": ("checkpoint_every", int),
-    "--keep-checkpoints": ("keep_checkpoints", int),
-    "--grad-clip": ("grad_clip", float),
-    "--on-nonfinite": ("on_nonfinite", str),
-    "--sample-every": ("sample_every", int),
-    "--max-steps": ("max_steps", int),
-    "--max-minutes": ("max_minutes", float),
-    "--precision": ("precision", str),
-}
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors as genlab's one line and exit code 2 (the help shows usage)."""
 
-FLAG_HELP = {
-    "--latent-dim": "size of z",
-    "--beta": "KL weight (VAE): loss = recon + beta * KL",
-    "--recon-reduction": "VAE: 'sum' over pixels (the ELBO) or 'mean' (the tutorial listing)",
-    "--likelihood": "VAE decoder: bernoulli | mse | gaussian (learned scale)",
-    "--arch": "VAE: mlp | conv; GAN: mlp | dcgan",
-    "--kl-warmup-steps": "VAE: raise beta linearly from 0 over this many steps",
-    "--loss": "GAN: ns | minimax | hinge | lsgan | wgan-gp",
-    "--d-steps": "GAN: discriminator steps per generator step",
-    "--ema-decay": "GAN: EMA of the generator's weights for sampling (0 = off)",
-    "--epochs": "passes over the training split",
-    "--batch-size": "global batch (split over torchrun processes)",
-    "--lr": "learning rate (GANs: the generator's; D's is lr * model.d_lr_mult)",
-    "--lr-schedule": "constant | cosine | linear (decay to 0 over the planned steps)",
-    "--warmup-steps": "raise the learning rate linearly over these first steps",
-    "--lr-clock": "steps | time (the schedule spans --max-minutes of training instead of the planned steps)",
-    "--seed": "one seed for weights, data order and noise (default 0)",
-    "--device": "auto | cpu | cuda | cuda:N",
-    "--log-every": "steps between metrics.jsonl lines",
-    "--checkpoint-every": "steps between resumable checkpoints (0 = each epoch)",
-    "--keep-checkpoints": "how many checkpoints to keep",
-    "--grad-clip": "clip the gradient norm to this value",
-    "--on-nonfinite": "stop (error naming the step) | skip (drop that step's update)",
-    "--sample-every": "GANs: steps between progress grids (0 = family default)",
-    "--max-steps": "stop after this many optimiser steps",
-    "--max-minutes": "stop after this wall-clock budget (a checkpoint is written)",
-    "--precision": "fp32 | bf16 (autocast) | auto (bf16 where the hardware has it)",
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"genlab: error: {self.prog.removeprefix('genlab ')}: {' '.join(message.split())}\n")
+
+# Flags that set a training-config field: flag -> (field, type, help). Model flags come from the
+# registry (genlab.models.model_flags), each family declaring its own.
+TRAIN_FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
+    "--epochs": ("epochs", int, "passes over the training split"),
+    "--batch-size": ("batch_size", int, "global batch (split over torchrun processes)"),
+    "--lr": ("lr", float, "learning rate (a GAN's: the generator's; D's is lr * model.d_lr_mult)"),
+    "--lr-schedule": ("lr_schedule", str, "constant | cosine | linear (decay to 0 over the planned steps)"),
+    "--warmup-steps": ("warmup_steps", int, "raise the learning rate linearly over these first steps"),
+    "--lr-clock": ("lr_clock", str, "steps | time (the schedule spans --max-minutes of training instead "
+                                    "of the planned steps)"),
+    "--seed": ("seed", seed, "one seed for weights, data order and noise (default 0)"),
+    "--device": ("device", str, "auto | cpu | cuda | cuda:N"),
+    "--log-every": ("log_every", int, "steps between metrics.jsonl lines"),
+    "--checkpoint-every": ("checkpoint_every", int, "steps between resumable checkpoints (0 = each epoch)"),
+    "--keep-checkpoints": ("keep_checkpoints", int, "how many checkpoints to keep"),
+    "--grad-clip": ("grad_clip", float, "clip the gradient norm to this value"),
+    "--on-nonfinite": ("on_nonfinite", str, "stop (error naming the step) | skip (drop that step's update)"),
+    "--sample-every": ("sample_every", int, "steps between progress grids (0 = the family's default)"),
+    "--max-steps": ("max_steps", int, "stop after this many optimiser steps"),
+    "--max-minutes": ("max_minutes", float, "stop after this wall-clock budget (a checkpoint is written)"),
+    "--precision": ("precision", str, "fp32 | bf16 (autocast) | auto (bf16 where the hardware has it)"),
 }
 
 
@@ -93,53 +63,59 @@ def _parse_value(text: str) -> Any:
 
 # -- commands -----------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import DataConfig, RunConfig, TrainConfig
-    from .models import get_preset
-    from .models.base import config_from_dict
-    from .train import train
+    from .config import DataConfig, RunConfig, TrainConfig, config_from_dict, resume_may_change
+    from .models import get_family, get_preset, model_flags
+    from .training import train
 
+    flags = model_flags()
     if args.resume:
         run_dir = Path(args.resume)
         run = RunConfig.load(run_dir / "config.json")
-        # A resumed run may only be told when to stop: anything else would not continue the same run.
-        may_change = {"--epochs", "--max-steps", "--max-minutes"}
-        fixed = [f for f in {**MODEL_FLAGS, **TRAIN_FLAGS} if f not in may_change and getattr(args, _dest(f)) is not None]
-        fixed += [f"--{f}" for f in ("set", "compile", "overwrite") if getattr(args, f)]
+        # A resumed run may only change what the resume policy allows (config.RESUME_MAY_CHANGE):
+        # when to stop, log and save, and where to run; anything else would not continue the same run.
+        allowed = {flag for flag, (field, _, _) in TRAIN_FLAGS.items() if resume_may_change(f"train.{field}")}
+        fixed = [f for f in [*flags, *TRAIN_FLAGS] if f not in allowed and getattr(args, _dest(f)) is not None]
+        fixed += [f"--{f}" for f in ("overwrite",) if getattr(args, f)]
+        sets = _parse_sets(args.set)
+        fixed += [f"--set {k}" for k in sets if not resume_may_change(k)]
         if fixed:
-            raise ConfigError(f"{', '.join(fixed)} cannot change a run being resumed; only --epochs, --max-steps "
-                              f"and --max-minutes can (or start a new run)")
-        for flag in sorted(may_change):
+            raise ConfigError(f"{', '.join(fixed)} cannot change a run being resumed; only "
+                              f"{', '.join(sorted(allowed))} can (or start a new run)")
+        for flag in sorted(allowed):
             if getattr(args, _dest(flag)) is not None:
                 setattr(run.train, TRAIN_FLAGS[flag][0], getattr(args, _dest(flag)))
+        for key, value in sets.items():
+            setattr(run.train, key.partition(".")[2], value)
+        if args.compile:
+            run.train.compile = True
+        run.train.validate()
         result = train(run, run_dir, resume=True, quiet=args.quiet)
     else:
         if not args.family:
-            raise ConfigError("say which model to train: genlab train vae|gan [--preset NAME], or --resume RUN_DIR")
+            raise ConfigError("say which model to train: genlab train FAMILY [--preset NAME] "
+                              "(see `genlab presets`), or --resume RUN_DIR")
         preset = get_preset(args.family, args.preset)
         model_cfg = dataclasses.asdict(preset.model)
         train_cfg = {**dataclasses.asdict(TrainConfig()), **preset.train}
-        for flag, (field, _) in MODEL_FLAGS.items():
+        for flag, spec in flags.items():
             value = getattr(args, _dest(flag))
             if value is not None:
-                if field not in model_cfg:
-                    raise ConfigError(f"{flag} does not apply to {args.family} models")
-                model_cfg[field] = value
-        for flag, (field, _) in TRAIN_FLAGS.items():
+                if args.family not in spec.families:
+                    raise ConfigError(f"{flag} does not apply to {args.family} models "
+                                      f"(it is a flag of {', '.join(spec.families)})")
+                model_cfg[spec.field] = value
+        for flag, (field, _, _) in TRAIN_FLAGS.items():
             value = getattr(args, _dest(flag))
             if value is not None:
                 train_cfg[field] = value
         if args.compile:
             train_cfg["compile"] = True
-        for item in args.set or []:
-            key, sep, value = item.partition("=")
+        for key, value in _parse_sets(args.set).items():
             section, _, name = key.partition(".")
-            if not sep or section not in ("model", "train") or not name:
-                raise ConfigError(f"--set expects model.KEY=VALUE or train.KEY=VALUE, got {item!r}")
-            (model_cfg if section == "model" else train_cfg)[name] = _parse_value(value)
-        family_cls = __import__("genlab.models", fromlist=["get_family"]).get_family(args.family)
+            (model_cfg if section == "model" else train_cfg)[name] = value
         run = RunConfig(
             family=args.family, preset=args.preset,
-            model=config_from_dict(family_cls.config_class, model_cfg, "model"),
+            model=config_from_dict(get_family(args.family).config_class, model_cfg, "model"),
             data=DataConfig(dataset=args.dataset, split=args.split, data_dir=args.data_dir),
             train=config_from_dict(TrainConfig, train_cfg, "train"),
         )
@@ -150,29 +126,51 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_sets(items: list[str] | None) -> dict[str, Any]:
+    """--set SECTION.KEY=VALUE items as {"section.key": value}."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        section, _, name = key.partition(".")
+        if not sep or section not in ("model", "train") or not name:
+            raise ConfigError(f"--set expects model.KEY=VALUE or train.KEY=VALUE, got {item!r}")
+        out[key] = _parse_value(value)
+    return out
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from .checkpoint import load_run
-    from .sample import generate, save_samples
+    from .device import inference_device
+    from .sample import MAX_GRID, generate, save_grid, stream_samples_npy
 
-    model, run = load_run(Path(args.run), device=_device(args.device))
+    out: Path = args.out
+    suffix = out.suffix.lower()
+    if suffix not in (".png", ".npy"):  # checked before any work: a bad --out never costs a sampling run
+        raise ConfigError(f"{out}: --out must end in .png (a grid) or .npy (an array)")
+    if out.exists() and not args.overwrite:
+        raise GenlabError(f"{out} exists; pass --overwrite to replace it")
+    if suffix == ".png" and args.n > MAX_GRID:
+        raise ConfigError(f"a PNG grid of {args.n:,} images is unreadable (at most {MAX_GRID:,}); "
+                          f"write them to FILE.npy")
+    model, run = load_run(Path(args.run), device=inference_device(args.device))
     labels = None
     if args.label is not None:
         if not model.conditional:
             raise ConfigError(f"--label needs a conditional model; {args.run} is {run.family}/{run.preset}")
-        num_classes = model.config.num_classes
-        if not 0 <= args.label < num_classes:
-            raise ConfigError(f"--label must be in 0..{num_classes - 1}, got {args.label}")
+        if not 0 <= args.label < model.num_classes:
+            raise ConfigError(f"--label must be in 0..{model.num_classes - 1}, got {args.label}")
         labels = torch.full((args.n,), args.label, dtype=torch.long)
     gen = torch.Generator(device=model.device).manual_seed(args.seed)
-    images = generate(model, args.n, generator=gen, labels=labels)
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise GenlabError(f"{out} exists; pass --overwrite to replace it")
-    save_samples(images, out)
+    if suffix == ".npy":
+        shape = stream_samples_npy(model, args.n, out, generator=gen, labels=labels)
+    else:
+        images = generate(model, args.n, generator=gen, labels=labels)
+        save_grid(images, out)
+        shape = tuple(images.shape)
     if not args.quiet:
-        print(f"wrote {args.n} samples {tuple(images.shape[1:])} to {out}")
+        print(f"wrote {args.n} samples {tuple(shape[1:])} to {out}")
     return 0
 
 
@@ -193,51 +191,50 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but this PyTorch sees no CUDA GPU")
-    return name
-
-
 # -- parser --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="genlab", description="Train, sample and evaluate deep generative models.")
+    from .models import family_names, model_flags
+
+    parser = Parser(prog="genlab", description="Train, sample and evaluate deep generative models.")
     parser.add_argument("--version", action="version", version=f"genlab {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("train", help="train a model into a run directory",
-                       description="Train a VAE or GAN. Flags override the preset's settings.")
-    p.add_argument("family", nargs="?", choices=["vae", "gan"], help="model family")
+                       description="Train a model of one family. Flags override the preset's settings.")
+    p.add_argument("family", nargs="?", choices=family_names(), help="model family")
     p.add_argument("--preset", default="seed", help="named configuration (see `genlab presets`; default seed)")
     p.add_argument("--dataset", default="mnist", help="mnist or fashion-mnist (default mnist)")
     p.add_argument("--split", default="train", choices=["train", "test"],
                    help="split to train on (default train; MNIST's train split may be missing: use test)")
     p.add_argument("--data-dir", help="folder holding the dataset's IDX files (else GENLAB_DATA_DIR, cache, "
                                       "/usr/share/datasets)")
-    p.add_argument("--out", help="run directory (default runs/FAMILY-PRESET-DATASET-TIME)")
+    p.add_argument("--out", type=output_path, help="run directory (default runs/FAMILY-PRESET-DATASET-TIME)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks (slower start)")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="set any config field, e.g. --set model.hidden=[512,256] (repeatable)")
-    for flag, (field, typ) in {**MODEL_FLAGS, **TRAIN_FLAGS}.items():
-        section = "model" if flag in MODEL_FLAGS else "train"
-        p.add_argument(flag, type=typ, default=None, dest=_dest(flag), metavar=typ.__name__.upper(),
-                       help=FLAG_HELP.get(flag, f"sets {section}.{field} (default: the preset's)"))
+    training = p.add_argument_group("training options (every family)")
+    for flag, (_, typ, help_) in TRAIN_FLAGS.items():
+        training.add_argument(flag, type=typ, default=None, dest=_dest(flag), metavar=typ.__name__.upper(),
+                              help=help_)
+    groups: dict[tuple[str, ...], argparse._ArgumentGroup] = {}
+    for spec in model_flags().values():
+        if spec.families not in groups:
+            groups[spec.families] = p.add_argument_group(f"model options ({', '.join(spec.families)})")
+        groups[spec.families].add_argument(spec.flag, type=spec.type, default=None, dest=_dest(spec.flag),
+                                           metavar=spec.type.__name__.upper(), help=spec.help)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="draw samples from a trained run")
     p.add_argument("run", help="run directory")
-    p.add_argument("-n", type=int, default=64, help="number of samples (default 64)")
-    p.add_argument("--out", required=True, help="FILE.png (grid) or FILE.npy (float32 N,1,28,28 in [0,1])")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--label", type=int, help="class to draw (conditional models)")
+    p.add_argument("-n", type=bounded_int(1, 10**9), default=64, help="number of samples (default 64)")
+    p.add_argument("--out", type=output_path, required=True,
+                   help="FILE.png (grid) or FILE.npy (float32 N,C,H,W in [0,1], written in chunks)")
+    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--label", type=bounded_int(0, 10**6), help="class to draw (conditional models)")
     p.add_argument("--device", default="auto")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--quiet", action="store_true")
@@ -258,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _extra_commands() -> list[Callable]:
     """Commands that live beside the modules they drive (evaluation, latent exploration, ...)."""
     registrars = []
-    for module in ("genlab.evaluate", "genlab.explore"):
+    for module in ("genlab.evaluate", "genlab.explore", "genlab.nll"):
         try:
             mod = __import__(module, fromlist=["register_cli"])
         except ModuleNotFoundError as e:

@@ -13,11 +13,46 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from . import __version__
 from .errors import ConfigError
-from .models.base import config_from_dict, require
+
+def config_from_dict(cls: type, values: Mapping[str, Any], where: str) -> Any:
+    """Build dataclass ``cls`` from a dict, refusing unknown keys and wrong types."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(map(str, set(values) - set(fields)))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; "
+                          f"valid keys: {', '.join(sorted(fields))}")
+    converted = {k: _coerce(v, fields[k], where) for k, v in values.items()}
+    return cls(**converted)
+
+
+def _coerce(value: Any, field: dataclasses.Field, where: str) -> Any:
+    """JSON gives lists where the dataclass wants tuples; ints where it wants floats."""
+    default = field.default if field.default is not dataclasses.MISSING else None
+    if field.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        default = field.default_factory()  # type: ignore[misc]
+    if isinstance(default, tuple) and isinstance(value, list):
+        return tuple(value)
+    if isinstance(value, bool) and not isinstance(default, bool) and default is not None:
+        raise ConfigError(f"{where}.{field.name} must be {type(default).__name__}, got {value!r}")
+    if isinstance(default, float) and isinstance(value, int):
+        return float(value)
+    if default is not None and value is not None and not isinstance(value, type(default)):
+        if not (isinstance(default, float) and isinstance(value, int)):
+            raise ConfigError(f"{where}.{field.name} must be {type(default).__name__}, "
+                              f"got {value!r}")
+    return value
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise ConfigError(message) unless condition holds (config validation)."""
+    if not condition:
+        raise ConfigError(message)
+
 
 _INT = (int,)
 _NUM = (int, float)
@@ -133,6 +168,15 @@ RESUME_MAY_CHANGE = frozenset({
 })
 
 
+def resume_may_change(key: str) -> bool:
+    """Whether a resumed run may change the setting ``key`` (dotted, e.g. ``train.epochs``).
+
+    The one resume policy: the CLI asks it which flags ``--resume`` accepts, and
+    :func:`config_differences` which differences between a checkpoint and the config to refuse.
+    """
+    return any(key == f or key.startswith(f + ".") for f in RESUME_MAY_CHANGE)
+
+
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(d, dict):
         out: dict[str, Any] = {}
@@ -144,8 +188,8 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Settings (dotted names) in which two ``RunConfig.to_dict()`` differ in a way resuming cannot allow."""
-    a = {k: v for k, v in _flat(saved).items() if not any(k == f or k.startswith(f + ".") for f in RESUME_MAY_CHANGE)}
-    b = {k: v for k, v in _flat(current).items() if not any(k == f or k.startswith(f + ".") for f in RESUME_MAY_CHANGE)}
+    a = {k: v for k, v in _flat(saved).items() if not resume_may_change(k)}
+    b = {k: v for k, v in _flat(current).items() if not resume_may_change(k)}
     return [f"{k} ({a.get(k, 'unset')!r} -> {b.get(k, 'unset')!r})" for k in sorted(set(a) | set(b))
             if a.get(k) != b.get(k)]
 
@@ -216,7 +260,7 @@ class RunConfig:
         return run
 
     def save(self, path: Path) -> None:
-        from .checkpoint import atomic_write_text
+        from .io import atomic_write_text
 
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 

@@ -23,12 +23,14 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
+from .argtypes import bounded_int, output_path, seed
 from .errors import ConfigError, DataError, GenlabError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -262,177 +264,213 @@ def _load_png_folder(folder: Path) -> np.ndarray:
 
 
 # -- evaluation ------------------------------------------------------------------------------
-METRICS = ("fid", "kid", "is", "pr", "ks", "modes", "memo")
-MIN_SAMPLES = {"fid": 10, "kid": 10, "is": 10, "pr": 10, "ks": 10, "modes": 10, "memo": 2}
+# Every metric `genlab evaluate` knows is one @metric-decorated function below: its name (what
+# --metrics takes), the fewest samples it can score, whether it runs once per feature network,
+# where its rows go in the summary, and a function from an EvalContext (the inputs metrics share,
+# computed once and only when asked for) to summary rows. Adding a metric touches only that function.
 DEFAULT_N = 10_000
 
+Row = dict[str, Any]
 
-def parse_metrics(text: str) -> list[str]:
-    names = [m.strip().lower() for m in text.split(",") if m.strip()]
-    unknown = [m for m in names if m not in METRICS]
-    if unknown or not names:
-        raise ConfigError(f"unknown metric {', '.join(map(repr, unknown)) or '(none given)'}; "
-                          f"choose from {','.join(METRICS)}")
-    return list(dict.fromkeys(names))
+
+@dataclass(frozen=True)
+class Metric:
+    """A registered metric: ``compute(ctx, extractor)`` returns its summary rows (and fills ``ctx.details``)."""
+
+    name: str
+    compute: Callable[[EvalContext, Extractor], list[Row]]
+    rank: int  # position of its rows in the summary (ascending): metrics.json keeps one stable order
+    per_extractor: bool = False  # True: once per feature network (classifier, then --inception); else once
+    min_samples: int = 10
+
+
+METRIC_REGISTRY: dict[str, Metric] = {}  # in the order `--metrics` lists them
+
+
+def metric(name: str, *, rank: int, per_extractor: bool = False, min_samples: int = 10):
+    """Register the decorated ``compute(ctx, extractor) -> rows`` as the metric ``name``."""
+    def register(compute: Callable[[EvalContext, Extractor], list[Row]]):
+        if name in METRIC_REGISTRY:
+            raise ValueError(f"metric {name!r} is registered twice")
+        METRIC_REGISTRY[name] = Metric(name, compute, rank, per_extractor, min_samples)
+        return compute
+    return register
 
 
 def _row(key: str, label: str, value: Any, better: str, extractor: str | None, explain: str,
-         **extra: Any) -> dict[str, Any]:
+         **extra: Any) -> Row:
     return {"key": key, "label": label, "value": value, "better": better, "extractor": extractor,
             "explain": explain, **extra}
 
 
 @dataclass
-class Evaluation:
-    """The JSON-ready result plus the images the HTML report shows."""
+class Features:
+    """Samples and real images in one extractor's space."""
 
-    result: dict[str, Any]
-    samples: np.ndarray  # (N, 1, 28, 28) float32: the evaluated samples
-    pairs: tuple[np.ndarray, np.ndarray] | None = None  # closest samples and their training images
-    class_names: tuple[str, ...] = ()
+    samples: np.ndarray  # (N, D) features of the evaluated samples
+    reference: dict[str, np.ndarray]  # reference_statistics(): "mu", "sigma", "features" of the test split
+    subset: np.ndarray  # the reference features of the EvalContext's ref_idx images: KID, PR and KS use these
 
 
-def evaluate_samples(samples: np.ndarray, dataset: str, *, metrics: list[str] | tuple[str, ...] = METRICS,
-                     data_dir: str | None = None, seed: int = 0, device: str = "cpu",
-                     classifier: str | Path | None = None, inception: str | Path | None = None,
-                     train_split: str = "train", source: dict[str, Any] | None = None,
-                     notes: list[str] | None = None, log: Callable[[str], None] | None = None) -> Evaluation:
-    """Score ``samples`` (float32 (N, 1, 28, 28) in [0, 1]) against ``dataset``'s test split.
+class EvalContext:
+    """What the metrics of one evaluation share; the costly parts are computed on first use, once.
 
-    ``train_split`` is the split the model was trained on: memorisation compares with it,
-    falling back to halves of the test split when it is missing (or is the test split
-    itself). Everything random (reference subsets, KID subsets) uses ``seed``.
+    ``ref_idx`` (the real images KID, precision/recall and KS compare with) is drawn from
+    ``rng`` up front, so the draws that follow (memorisation's held-out subset) are the same
+    whichever metrics run.
     """
-    from .data import load_dataset
-    from .metrics import (check_images, feature_statistics, frechet_distance, kernel_inception_distance,
-                          ks_tests, memorization, mode_statistics, prdc)
+
+    def __init__(self, x: np.ndarray, test, *, dataset: str, seed: int, cnn: Extractor, train_split: str,
+                 data_dir: str | None, notes: list[str], say: Callable[[str], None]):
+        self.x, self.test, self.dataset, self.seed = x, test, dataset, seed
+        self.cnn, self.train_split, self.data_dir, self.notes, self.say = cnn, train_split, data_dir, notes, say
+        self.real_u8 = test.images.numpy()  # (R, 1, 28, 28) uint8
+        self.rng = np.random.default_rng(seed)
+        n_ref = min(len(self.real_u8), MAX_REFERENCE_FEATURES)
+        self.ref_idx = np.sort(self.rng.choice(n_ref, min(len(x), len(self.real_u8)), replace=False))
+        self.details: dict[str, Any] = {}  # metric details for metrics.json, in the order metrics ran
+        self.pairs: tuple[np.ndarray, np.ndarray] | None = None  # for the report: closest samples, training images
+        self._features: dict[str, Features] = {}
+        self._probs: np.ndarray | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.x)
+
+    def features(self, ext: Extractor) -> Features:
+        """Sample and reference features in ``ext``'s space (the reference from the stats cache)."""
+        if ext.name not in self._features:
+            self.say(f"features: {ext.name}")
+            ref = reference_statistics(ext, self.real_u8, dataset=self.dataset, split="test")
+            self._features[ext.name] = Features(ext.features(self.x), ref, ref["features"][self.ref_idx])
+        return self._features[ext.name]
+
+    @property
+    def probs(self) -> np.ndarray:
+        """The classifier's class probabilities of the samples, (N, C)."""
+        if self._probs is None:
+            if self.cnn.probs is None:  # genlab's classifiers always have them; a hand-made Extractor may not
+                raise GenlabError(f"{self.cnn.name} gives no class probabilities: choose other --metrics")
+            self._probs = self.cnn.probs(self.x)
+        return self._probs
+
+    def suffix(self, ext: Extractor) -> str:
+        """Key suffix of a row measured with ``ext``: none for the classifier, so its keys stay short."""
+        return "" if ext is self.cnn else "_inception"
+
+
+# -- the metrics --------------------------------------------------------------------------------
+@metric("fid", rank=1, per_extractor=True)
+def _fid(ctx: EvalContext, ext: Extractor) -> list[Row]:
+    from .metrics import feature_statistics, frechet_distance
+
+    feats = ctx.features(ext)
+    mu, sigma = feature_statistics(feats.samples)
+    value = frechet_distance(mu, sigma, feats.reference["mu"], feats.reference["sigma"])
+    return [_row("fid" + ctx.suffix(ext), "FID", value, "lower", ext.name,
+                 "Fréchet distance between Gaussians fitted to real and sample features; 0 when "
+                 "means and covariances match. Biased upwards at small n: compare at equal n.")]
+
+
+@metric("kid", rank=2, per_extractor=True)
+def _kid(ctx: EvalContext, ext: Extractor) -> list[Row]:
+    from .metrics import kernel_inception_distance
+
+    feats = ctx.features(ext)
+    kid = kernel_inception_distance(feats.samples, feats.subset, n_subsets=100, subset_size=1000, seed=ctx.seed)
+    ctx.details["kid" + ctx.suffix(ext)] = {**kid, "extractor": ext.name}
+    return [_row("kid" + ctx.suffix(ext), "KID", kid["mean"], "lower", ext.name,
+                 "Unbiased squared MMD between real and sample features (cubic kernel), averaged "
+                 "over subsets; about 0 (can be slightly negative) when the distributions match.",
+                 std=kid["std"])]
+
+
+@metric("is", rank=4)
+def _inception_score(ctx: EvalContext, ext: Extractor) -> list[Row]:
     from .metrics.inception_score import inception_score
 
-    say = log or (lambda _msg: None)
-    t0 = time.perf_counter()
-    metrics = list(metrics)
-    notes = list(notes or [])
-    x = check_images(samples, "samples", metric="genlab evaluate")
-    n = len(x)
-    short = [m for m in metrics if n < MIN_SAMPLES[m]]
-    if short:
-        need = max(MIN_SAMPLES[m] for m in short)
-        raise GenlabError(f"{', '.join(short)} need at least {need} samples, got {n}; give more samples "
-                          f"or choose other --metrics")
-    test = load_dataset(dataset, "test", data_dir=data_dir)
-    real_u8 = test.images.numpy()  # (R, 1, 28, 28) uint8
-    real_labels = test.labels.numpy()
-    rng = np.random.default_rng(seed)
+    score = inception_score(ctx.probs, splits=10)
+    ctx.details["is"] = {**score, "extractor": ctx.cnn.name}
+    return [_row("is", "Inception Score", score["mean"], "higher", ctx.cnn.name,
+                 "exp(E KL(p(y|x) || p(y))) from the classifier: confident and varied class "
+                 "predictions; from 1 to the number of classes.", std=score["std"])]
 
-    cnn = classifier_extractor(dataset, classifier, device=device)
-    extractors = [cnn]
-    if inception:
-        extractors.append(inception_extractor(inception, device=device))
-    rows: list[dict[str, Any]] = []
-    details: dict[str, Any] = {}
-    ref_idx = np.sort(rng.choice(min(len(real_u8), MAX_REFERENCE_FEATURES), min(n, len(real_u8)), replace=False))
-    fake_cnn_features = cnn_ref_features = None
-    for ext in extractors:
-        if not {"fid", "kid", "pr", "ks"} & set(metrics) or (ext is not cnn and not {"fid", "kid", "pr"} & set(metrics)):
-            continue
-        say(f"features: {ext.name}")
-        ref = reference_statistics(ext, real_u8, dataset=dataset, split="test")
-        fake = ext.features(x)
-        if ext is cnn:
-            fake_cnn_features, cnn_ref_features = fake, ref["features"][ref_idx]
-        ref_sub = ref["features"][ref_idx]
-        suffix = "" if ext is cnn else "_inception"
-        if "fid" in metrics:
-            mu, sigma = feature_statistics(fake)
-            value = frechet_distance(mu, sigma, ref["mu"], ref["sigma"])
-            rows.append(_row("fid" + suffix, "FID", value, "lower", ext.name,
-                             "Fréchet distance between Gaussians fitted to real and sample features; 0 when "
-                             "means and covariances match. Biased upwards at small n: compare at equal n."))
-        if "kid" in metrics:
-            kid = kernel_inception_distance(fake, ref_sub, n_subsets=100, subset_size=1000, seed=seed)
-            details["kid" + suffix] = {**kid, "extractor": ext.name}
-            rows.append(_row("kid" + suffix, "KID", kid["mean"], "lower", ext.name,
-                             "Unbiased squared MMD between real and sample features (cubic kernel), averaged "
-                             "over subsets; about 0 (can be slightly negative) when the distributions match.",
-                             std=kid["std"]))
-        if "pr" in metrics:
-            pr = prdc(ref_sub, fake, k=5)
-            details["pr" + suffix] = {**pr, "extractor": ext.name, "n_real": len(ref_sub)}
-            for key, label, better, text in (
-                ("precision", "precision", "higher", "fraction of samples that fall inside the real data's "
-                 "k-NN manifold: fidelity (0..1)."),
-                ("recall", "recall", "higher", "fraction of real images inside the samples' k-NN manifold: "
-                 "diversity (0..1)."),
-                ("density", "density", "target:1", "how many real neighbourhoods contain each sample, "
-                 "normalised: about 1 for real data; far below = off-manifold, far above = crowding "
-                 "into dense regions."),
-                ("coverage", "coverage", "higher", "fraction of real images with a sample nearby: "
-                 "diversity that ignores outlying samples (0..1)."),
-            ):
-                rows.append(_row(key + suffix, label, pr[key], better, ext.name, text))
-    probs = None
-    if {"is", "modes"} & set(metrics):
-        probs = cnn.probs(x)
-    if "is" in metrics:
-        score = inception_score(probs, splits=10)
-        details["is"] = {**score, "extractor": cnn.name}
-        rows.append(_row("is", "Inception Score", score["mean"], "higher", cnn.name,
-                         "exp(E KL(p(y|x) || p(y))) from the classifier: confident and varied class "
-                         "predictions; from 1 to the number of classes.", std=score["std"]))
-    if "modes" in metrics:
-        modes = mode_statistics(probs, num_classes=test.num_classes, real_labels=real_labels)
-        modes["real_histogram"] = (np.bincount(real_labels, minlength=test.num_classes) / len(real_labels)).tolist()
-        modes["class_names"] = list(test.class_names)
-        details["modes"] = {**modes, "extractor": cnn.name}
-        rows.append(_row("classes_covered", "classes covered", modes["classes_covered"], "higher", cnn.name,
-                         f"classes receiving at least {modes['min_fraction']:.1%} of the samples, of "
-                         f"{test.num_classes}; fewer means mode collapse."))
-        rows.append(_row("class_kl", "class KL to real", modes["kl_to_real"], "lower", cnn.name,
-                         "KL(sample class histogram || real histogram) in nats; 0 when classes appear as "
-                         "often as in the real data."))
-    if "ks" in metrics:
-        ks = ks_tests(real_u8[ref_idx], x, real_features=cnn_ref_features, fake_features=fake_cnn_features)
-        details["ks"] = {**ks, "extractor": cnn.name}
-        rows.append(_row("ks_differing", "KS tests differing", ks["n_differing"], "lower", cnn.name,
-                         f"of {ks['n_tests']} per-image statistics (ink, centre, blur, ...; PCs of the "
-                         f"features), how many differ from real data (KS test, Holm-adjusted, alpha "
-                         f"{ks['alpha']}); 0 is best.", of=ks["n_tests"]))
-    pairs = None
-    if "memo" in metrics:
-        memo_train, memo_held, memo_desc = _memorisation_sets(test, train_split, data_dir, notes)
-        held_idx = np.sort(rng.choice(len(memo_held), min(n, len(memo_held)), replace=False))
-        say(f"memorisation: nearest of {n} samples among {len(memo_train)} training images")
-        memo = memorization(x, memo_train, memo_held[held_idx], quantile=0.01, n_closest=10)
-        memo.update(memo_desc, n_heldout=len(held_idx))
-        details["memo"] = memo
-        rows.append(_row("memo_copies", "likely copies", memo["fraction_copies"], f"target:{memo['quantile']}",
-                         "pixels", f"fraction of samples closer to a training image than {memo['quantile']:.0%} "
-                         "of unseen real images are; about that fraction for a model that generalises, far "
-                         "above it for one that copies."))
-        rows.append(_row("memo_nn_ratio", "NN distance ratio", memo["median_ratio"], "target:1", "pixels",
-                         "median distance from a sample to its nearest training image over the same for "
-                         "unseen real images; below 1 = closer than new data (copying), well above 1 = "
-                         "far from any training image."))
-        s_idx = [c["sample_index"] for c in memo["closest"]]
-        t_idx = [c["train_index"] for c in memo["closest"]]
-        pairs = (x[s_idx], check_images(memo_train[t_idx], "train", metric="report"))
-    from . import __version__
 
-    result = {
-        "genlab_version": __version__,
-        "dataset": dataset,
-        "reference": {"split": "test", "n": int(len(real_u8)), "n_subset": int(len(ref_idx))},
-        "n": int(n),
-        "seed": int(seed),
-        "metrics_requested": metrics,
-        "source": source or {},
-        "extractors": {e.name: e.describe() for e in extractors},
-        "summary": rows,
-        "details": details,
-        "notes": notes,
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
-    return Evaluation(result=result, samples=x, pairs=pairs, class_names=tuple(test.class_names))
+PRDC_ROWS = (  # (key, label, better, explanation) of the four numbers `pr` reports
+    ("precision", "precision", "higher", "fraction of samples that fall inside the real data's "
+     "k-NN manifold: fidelity (0..1)."),
+    ("recall", "recall", "higher", "fraction of real images inside the samples' k-NN manifold: "
+     "diversity (0..1)."),
+    ("density", "density", "target:1", "how many real neighbourhoods contain each sample, "
+     "normalised: about 1 for real data; far below = off-manifold, far above = crowding "
+     "into dense regions."),
+    ("coverage", "coverage", "higher", "fraction of real images with a sample nearby: "
+     "diversity that ignores outlying samples (0..1)."),
+)
+
+
+@metric("pr", rank=3, per_extractor=True)
+def _precision_recall(ctx: EvalContext, ext: Extractor) -> list[Row]:
+    from .metrics import prdc
+
+    feats = ctx.features(ext)
+    suffix = ctx.suffix(ext)
+    pr = prdc(feats.subset, feats.samples, k=5)
+    ctx.details["pr" + suffix] = {**pr, "extractor": ext.name, "n_real": len(feats.subset)}
+    return [_row(key + suffix, label, pr[key], better, ext.name, text) for key, label, better, text in PRDC_ROWS]
+
+
+@metric("ks", rank=6)
+def _ks(ctx: EvalContext, ext: Extractor) -> list[Row]:
+    from .metrics import ks_tests
+
+    feats = ctx.features(ctx.cnn)
+    ks = ks_tests(ctx.real_u8[ctx.ref_idx], ctx.x, real_features=feats.subset, fake_features=feats.samples)
+    ctx.details["ks"] = {**ks, "extractor": ctx.cnn.name}
+    return [_row("ks_differing", "KS tests differing", ks["n_differing"], "lower", ctx.cnn.name,
+                 f"of {ks['n_tests']} per-image statistics (ink, centre, blur, ...; PCs of the "
+                 f"features), how many differ from real data (KS test, Holm-adjusted, alpha "
+                 f"{ks['alpha']}); 0 is best.", of=ks["n_tests"])]
+
+
+@metric("modes", rank=5)
+def _modes(ctx: EvalContext, ext: Extractor) -> list[Row]:
+    from .metrics import mode_statistics
+
+    test, labels = ctx.test, ctx.test.labels.numpy()
+    modes = mode_statistics(ctx.probs, num_classes=test.num_classes, real_labels=labels)
+    modes["real_histogram"] = (np.bincount(labels, minlength=test.num_classes) / len(labels)).tolist()
+    modes["class_names"] = list(test.class_names)
+    ctx.details["modes"] = {**modes, "extractor": ctx.cnn.name}
+    return [_row("classes_covered", "classes covered", modes["classes_covered"], "higher", ctx.cnn.name,
+                 f"classes receiving at least {modes['min_fraction']:.1%} of the samples, of "
+                 f"{test.num_classes}; fewer means mode collapse."),
+            _row("class_kl", "class KL to real", modes["kl_to_real"], "lower", ctx.cnn.name,
+                 "KL(sample class histogram || real histogram) in nats; 0 when classes appear as "
+                 "often as in the real data.")]
+
+
+@metric("memo", rank=7, min_samples=2)
+def _memorisation(ctx: EvalContext, ext: Extractor) -> list[Row]:
+    from .metrics import check_images, memorization
+
+    train, held, described = _memorisation_sets(ctx.test, ctx.train_split, ctx.data_dir, ctx.notes)
+    held_idx = np.sort(ctx.rng.choice(len(held), min(ctx.n, len(held)), replace=False))
+    ctx.say(f"memorisation: nearest of {ctx.n} samples among {len(train)} training images")
+    memo = memorization(ctx.x, train, held[held_idx], quantile=0.01, n_closest=10)
+    memo.update(described, n_heldout=len(held_idx))
+    ctx.details["memo"] = memo
+    s_idx = [c["sample_index"] for c in memo["closest"]]
+    t_idx = [c["train_index"] for c in memo["closest"]]
+    ctx.pairs = (ctx.x[s_idx], check_images(train[t_idx], "train", metric="report"))
+    return [_row("memo_copies", "likely copies", memo["fraction_copies"], f"target:{memo['quantile']}",
+                 "pixels", f"fraction of samples closer to a training image than {memo['quantile']:.0%} "
+                 "of unseen real images are; about that fraction for a model that generalises, far "
+                 "above it for one that copies."),
+            _row("memo_nn_ratio", "NN distance ratio", memo["median_ratio"], "target:1", "pixels",
+                 "median distance from a sample to its nearest training image over the same for "
+                 "unseen real images; below 1 = closer than new data (copying), well above 1 = "
+                 "far from any training image.")]
 
 
 def _memorisation_sets(test, train_split: str, data_dir: str | None, notes: list[str]):
@@ -459,29 +497,109 @@ def _memorisation_sets(test, train_split: str, data_dir: str | None, notes: list
             {"train_set": f"{test.name} {train_split}", "heldout_set": f"{test.name} test"})
 
 
+METRICS = tuple(METRIC_REGISTRY)  # every registered metric, in the order `--metrics` lists them
+
+
+def parse_metrics(text: str) -> list[str]:
+    """``"fid, KID,fid"`` -> ``["fid", "kid"]``: registered names, lower-cased, first mention kept."""
+    names = [m.strip().lower() for m in text.split(",") if m.strip()]
+    unknown = [m for m in names if m not in METRIC_REGISTRY]
+    if unknown or not names:
+        raise ConfigError(f"unknown metric {', '.join(map(repr, unknown)) or '(none given)'}; "
+                          f"choose from {','.join(METRIC_REGISTRY)}")
+    return list(dict.fromkeys(names))
+
+
+def run_metrics(ctx: EvalContext, names: list[str], extractors: list[Extractor]) -> list[Row]:
+    """The summary rows of the metrics ``names``: the per-extractor ones for each extractor in
+    turn (all of the classifier's rows before any Inception row), then the others, each block by rank."""
+    chosen = sorted((METRIC_REGISTRY[m] for m in names), key=lambda m: m.rank)
+    rows: list[Row] = []
+    for ext in extractors:
+        for m in chosen:
+            if m.per_extractor:
+                rows += m.compute(ctx, ext)
+    for m in chosen:
+        if not m.per_extractor:
+            rows += m.compute(ctx, ctx.cnn)
+    return rows
+
+
+@dataclass
+class Evaluation:
+    """The JSON-ready result plus the images the HTML report shows."""
+
+    result: dict[str, Any]
+    samples: np.ndarray  # (N, 1, 28, 28) float32: the evaluated samples
+    pairs: tuple[np.ndarray, np.ndarray] | None = None  # closest samples and their training images
+    class_names: tuple[str, ...] = ()
+
+
+def evaluate_samples(samples: np.ndarray, dataset: str, *, metrics: Sequence[str] = METRICS,
+                     data_dir: str | None = None, seed: int = 0, device: str = "cpu",
+                     classifier: str | Path | None = None, inception: str | Path | None = None,
+                     train_split: str = "train", source: dict[str, Any] | None = None,
+                     notes: list[str] | None = None, log: Callable[[str], None] | None = None) -> Evaluation:
+    """Score ``samples`` (float32 (N, 1, 28, 28) in [0, 1]) against ``dataset``'s test split.
+
+    ``metrics`` are registered names (see :func:`metric`). ``train_split`` is the split the
+    model was trained on: memorisation compares with it, falling back to halves of the test
+    split when it is missing (or is the test split itself). Everything random (reference
+    subsets, KID subsets) uses ``seed``.
+    """
+    from . import __version__
+    from .data import load_dataset
+    from .metrics import check_images
+
+    t0 = time.perf_counter()
+    metrics = list(metrics)
+    unknown = [m for m in metrics if m not in METRIC_REGISTRY]
+    if unknown:
+        parse_metrics(",".join(unknown))  # raises the one error that names them
+    x = check_images(samples, "samples", metric="genlab evaluate")
+    short = [m for m in metrics if len(x) < METRIC_REGISTRY[m].min_samples]
+    if short:
+        need = max(METRIC_REGISTRY[m].min_samples for m in short)
+        raise GenlabError(f"{', '.join(short)} need at least {need} samples, got {len(x)}; give more samples "
+                          f"or choose other --metrics")
+    test = load_dataset(dataset, "test", data_dir=data_dir)
+    cnn = classifier_extractor(dataset, classifier, device=device)
+    extractors = [cnn] + ([inception_extractor(inception, device=device)] if inception else [])
+    ctx = EvalContext(x, test, dataset=dataset, seed=seed, cnn=cnn, train_split=train_split, data_dir=data_dir,
+                      notes=list(notes or []), say=log or (lambda _msg: None))
+    rows = run_metrics(ctx, metrics, extractors)
+    result = {
+        "genlab_version": __version__,
+        "dataset": dataset,
+        "reference": {"split": "test", "n": int(len(ctx.real_u8)), "n_subset": int(len(ctx.ref_idx))},
+        "n": int(ctx.n),
+        "seed": int(seed),
+        "metrics_requested": metrics,
+        "source": source or {},
+        "extractors": {e.name: e.describe() for e in extractors},
+        "summary": rows,
+        "details": ctx.details,
+        "notes": ctx.notes,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    return Evaluation(result=result, samples=x, pairs=ctx.pairs, class_names=tuple(test.class_names))
+
+
 def cmd_train_classifier(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(f"{args.dataset}-cnn.safetensors")
     if out.suffix != ".safetensors":
         raise ConfigError(f"--out must end in .safetensors (a JSON file is written beside it), got {out}")
     if out.exists() and not args.overwrite:
         raise GenlabError(f"{out} exists; pass --overwrite to replace it")
+    from .device import inference_device
+
     train_dataset_classifier(args.dataset, epochs=args.epochs, data_dir=args.data_dir, out=out,
-                             seed=args.seed, device=_device(args.device))
+                             seed=args.seed, device=inference_device(args.device))
     return 0
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but this PyTorch sees no CUDA GPU")
-    return name
-
-
 def evaluate_path(target: str | Path, *, dataset: str | None = None, data_dir: str | None = None,
-                  n: int | None = None, metrics: list[str] | tuple[str, ...] = METRICS, seed: int = 0,
+                  n: int | None = None, metrics: Sequence[str] = METRICS, seed: int = 0,
                   device: str = "cpu", classifier: str | None = None, inception: str | None = None,
                   log: Callable[[str], None] | None = None) -> Evaluation:
     """Evaluate a run directory (sampling ``n``, default 10,000), a ``.npy`` file or a PNG folder."""
@@ -541,45 +659,53 @@ def default_outputs(target: Path, out: str | None) -> tuple[Path, Path]:
     return target.with_name(f"{target.stem}-metrics.json"), target.with_name(f"{target.stem}-report.html")
 
 
+def require_likelihood_model(run_dir: Path, device: str) -> None:
+    """Refuse ``--nll`` early, before any sampling, when the run's model has no likelihood bound."""
+    from .checkpoint import load_run
+    from .models.base import LikelihoodModel
+
+    model, run = load_run(run_dir, device=device)
+    if not isinstance(model, LikelihoodModel):
+        raise ConfigError(f"--nll needs a model with a likelihood bound (a LikelihoodModel); {run_dir} is a "
+                          f"{run.family}/{run.preset} run")
+
+
 def add_nll(evaluation: Evaluation, run_dir: Path, *, k: int, n_images: int, seed: int, device: str,
             data_dir: str | None) -> None:
-    """Put :func:`genlab.nll.evaluate_vae`'s test log-likelihood into the evaluation."""
+    """Put :func:`genlab.nll.evaluate_likelihood`'s test log-likelihood into the evaluation."""
     import importlib
     import importlib.util
 
+    # genlab.nll is imported by name, so an installation without it gets a sentence, not a traceback
     if importlib.util.find_spec("genlab.nll") is None:
         raise GenlabError("--nll needs genlab.nll, which this genlab installation does not have")
     nll = importlib.import_module("genlab.nll")
-    if not hasattr(nll, "evaluate_vae"):
-        raise GenlabError("--nll needs genlab.nll.evaluate_vae, which this genlab installation does not have")
-    res = nll.evaluate_vae(run_dir, evaluation.result["dataset"], k=k, n_images=n_images, seed=seed,
-                           device=device, data_dir=data_dir)
+    if not hasattr(nll, "evaluate_likelihood"):
+        raise GenlabError("--nll needs genlab.nll.evaluate_likelihood, which this genlab installation does not have")
+    res = nll.evaluate_likelihood(run_dir, evaluation.result["dataset"], k=k, n_images=n_images, seed=seed,
+                                  device=device, data_dir=data_dir)
     evaluation.result["nll"] = res
     evaluation.result["summary"].append(_row(
         "iwae_nll", f"IWAE NLL (k={k})", res["iwae_nll_nats"], "lower", None,
         f"negative test log-likelihood in nats per image, importance-weighted bound with k={k} "
-        f"({res.get('likelihood', '')}); lower is better; only comparable between VAEs with the same likelihood.",
-        std=res.get("iwae_nll_sem")))
+        f"({res.get('likelihood', '')}); lower is better; only comparable between models with the same "
+        f"likelihood.", std=res.get("iwae_nll_sem")))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .device import inference_device
     from .report import evaluation_html, metrics_table_text, write_metrics_json
 
     target = Path(args.target)
     if not target.exists():
         raise GenlabError(f"{target}: no such run directory, .npy file or PNG folder")
     metrics = parse_metrics(args.metrics)
-    device = _device(args.device)
-    is_run = target.is_dir() and (target / "config.json").is_file()
-    if args.nll and not is_run:
-        raise ConfigError("--nll needs a VAE run directory (the likelihood comes from the model, not samples)")
+    device = inference_device(args.device)
     if args.nll:
-        try:
-            family = json.loads((target / "config.json").read_text()).get("family")
-        except (OSError, ValueError, AttributeError) as e:
-            raise GenlabError(f"{target / 'config.json'}: unreadable ({e})") from None
-        if family != "vae":
-            raise ConfigError(f"--nll works on VAE runs; {target} is a {family} run")
+        if not (target.is_dir() and (target / "config.json").is_file()):
+            raise ConfigError("--nll needs a run directory whose model has a likelihood bound (a LikelihoodModel): "
+                              "the likelihood comes from the model, not from samples")
+        require_likelihood_model(target, device)
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     ev = evaluate_path(target, dataset=args.dataset, data_dir=args.data_dir, n=args.n, metrics=metrics,
                        seed=args.seed, device=device, classifier=args.classifier, inception=args.inception, log=log)
@@ -589,7 +715,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 data_dir=args.data_dir)
     metrics_path, html_path = default_outputs(target, args.out)
     write_metrics_json(ev.result, metrics_path)
-    from .checkpoint import atomic_write_text
+    from .io import atomic_write_text
 
     atomic_write_text(html_path, evaluation_html(ev))
     if not args.quiet:
@@ -639,15 +765,21 @@ def compare_runs(run_dirs: list[str | Path], *, n: int = 2000, seed: int = 0, de
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .checkpoint import atomic_write_text
+    from .device import inference_device
+    from .io import atomic_write_text
     from .report import best_runs, compare_html, verdict
 
-    if args.n < 1:
-        raise ConfigError(f"-n must be >= 1, got {args.n}")
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    runs = compare_runs(args.runs, n=args.n, seed=args.seed, device=_device(args.device),
-                        data_dir=args.data_dir, log=log)
     out = Path(args.out)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise ConfigError(f"{out}: compare writes an HTML page; give --out FILE.html")
+    inside = [r for r in args.runs if Path(r).resolve() in out.resolve().parents]
+    if inside:  # a run's own files are never replaced, with or without --overwrite
+        raise ConfigError(f"{out} is inside the run directory {inside[0]}; write the page elsewhere")
+    if out.exists() and not args.overwrite:
+        raise GenlabError(f"{out} exists; pass --overwrite to replace it")
+    runs = compare_runs(args.runs, n=args.n, seed=args.seed, device=inference_device(args.device),
+                        data_dir=args.data_dir, log=log)
     atomic_write_text(out, compare_html(runs))
     if not args.quiet:
         for line in verdict(runs, best_runs(runs)):
@@ -664,7 +796,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=3, help="passes over the training images (default 3)")
     p.add_argument("--data-dir", help="folder holding the dataset's IDX files")
     p.add_argument("--out", help="weights file, .safetensors (default ./DATASET-cnn.safetensors)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=cmd_train_classifier)
@@ -678,20 +810,22 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
                                   "(N,28,28)) or a folder of PNG images")
     p.add_argument("--dataset", help="mnist or fashion-mnist (default: the run's dataset; required otherwise)")
     p.add_argument("--data-dir", help="folder holding the dataset's IDX files")
-    p.add_argument("-n", type=int, default=None,
+    p.add_argument("-n", type=bounded_int(1, 10**7), default=None,
                    help=f"samples to draw from a run (default {DEFAULT_N}); for files, use the first N")
     p.add_argument("--metrics", default=",".join(METRICS),
                    help=f"comma-separated subset of {','.join(METRICS)} (default all)")
-    p.add_argument("--out", help="folder for metrics.json and report.html")
-    p.add_argument("--seed", type=int, default=0, help="seed for sampling and metric subsets (default 0)")
+    p.add_argument("--out", type=output_path, help="folder for metrics.json and report.html")
+    p.add_argument("--seed", type=seed, default=0, help="seed for sampling and metric subsets (default 0)")
     p.add_argument("--device", default="auto")
     p.add_argument("--classifier", help="classifier weights from `genlab train-classifier` (default: shipped)")
     p.add_argument("--inception", metavar="PATH",
                    help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth: adds FID/KID/precision-recall in "
                         "Inception-v3 features (slow on a CPU)")
-    p.add_argument("--nll", action="store_true", help="VAE runs: add the IWAE test log-likelihood (genlab.nll)")
-    p.add_argument("--k", type=int, default=5000, help="importance samples per image for --nll (default 5000)")
-    p.add_argument("--nll-images", type=int, default=1000, help="test images for --nll (default 1000)")
+    p.add_argument("--nll", action="store_true",
+                   help="runs whose model has a likelihood bound (VAEs): add the test log-likelihood (genlab.nll)")
+    p.add_argument("--k", type=bounded_int(1, 10**6), default=5000,
+                   help="importance samples per image for --nll (default 5000)")
+    p.add_argument("--nll-images", type=bounded_int(1, 10**6), default=1000, help="test images for --nll (default 1000)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.set_defaults(func=cmd_evaluate)
 
@@ -699,9 +833,11 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
                        description="Compare run directories in one self-contained HTML page. Runs without "
                                    "metrics.json are evaluated on the fly with -n samples (default 2000).")
     p.add_argument("runs", nargs="+", help="run directories")
-    p.add_argument("--out", default="compare.html", help="HTML file (default compare.html)")
-    p.add_argument("-n", type=int, default=2000, help="samples for runs evaluated on the fly (default 2000)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=output_path, default=Path("compare.html"), help="HTML file (default compare.html)")
+    p.add_argument("-n", type=bounded_int(1, 10**7), default=2000,
+                   help="samples for runs evaluated on the fly (default 2000)")
+    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--data-dir", help="folder holding the dataset's IDX files")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")

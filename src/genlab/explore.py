@@ -1,11 +1,15 @@
-"""Looking inside a trained VAE: reconstructions, interpolations, traversals, manifold, scatter.
+"""Looking inside a trained model's latent space: reconstructions, interpolations, traversals,
+the 2-D manifold and the latent scatter.
 
 Every picture is a pure function of a model (and test images) returning an image tensor
 (N, C, H, W) in [0, 1], laid out row by row for :func:`genlab.sample.save_grid`; the
-``genlab explore`` command is a thin shell that picks test images, calls one and writes a
-PNG. This module also registers ``genlab nll`` (the shell over :func:`genlab.nll.evaluate_vae`).
+``genlab explore`` command is a thin shell that picks test images, calls one and writes a PNG.
 
-Latents are posterior means E[z|x] (no sampling), so a picture is deterministic.
+What a picture needs is a capability, never a family (``genlab.models.base``):
+interpolation, traversal and a 2-D manifold need a :class:`LatentModel` (VAEs and GANs);
+reconstruction, the scatter and a manifold of a wider latent need an :class:`EncoderModel`.
+Latents of images are the model's deterministic ``encode_latent`` (a VAE's posterior mean),
+so a picture is repeatable.
 """
 
 from __future__ import annotations
@@ -15,13 +19,17 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .argtypes import bounded_int, output_path, seed
 from .errors import GenlabError
+
+# The largest picture of each kind: beyond these a PNG is unreadable (and a manifold of side n decodes n^2)
+MAX_N = {"reconstruct": 1000, "interpolate": 200, "traverse": 1000, "manifold": 100, "scatter": 100_000}
 
 if TYPE_CHECKING:  # torch is imported inside the functions: `genlab.cli` imports this module for every command
     import numpy as np
     from torch import Tensor
 
-    from .models.vae import VAE
+    from .models.base import EncoderModel, GenerativeModel, LatentModel
 
 WHATS = ("reconstruct", "interpolate", "traverse", "manifold", "scatter")
 
@@ -116,8 +124,29 @@ def project_2d(mu: Tensor) -> Tensor:
     return (mu.float() - mean) @ comps.T
 
 
+# -- capabilities ---------------------------------------------------------------------------
+def require_latent(model: GenerativeModel, what: str) -> LatentModel:
+    """``model`` as a :class:`LatentModel`, or an error naming the missing capability."""
+    from .models.base import LatentModel
+
+    if not isinstance(model, LatentModel):
+        raise GenlabError(f"{what} needs a model with a latent space (a LatentModel: sample_latent and decode); "
+                          f"a {type(model).__name__} has none")
+    return model
+
+
+def require_encoder(model: GenerativeModel, what: str) -> EncoderModel:
+    """``model`` as an :class:`EncoderModel`, or an error naming the missing capability."""
+    from .models.base import EncoderModel
+
+    if not isinstance(model, EncoderModel):
+        raise GenlabError(f"{what} needs a model with an encoder (an EncoderModel: encode_latent); "
+                          f"a {type(model).__name__} only decodes")
+    return model
+
+
 # -- pictures (pure: model + images -> image tensor) -----------------------------------------
-def _labels(model: VAE, labels: Tensor | None, n: int, default: int = 0) -> Tensor | None:
+def _labels(model, labels: Tensor | None, n: int, default: int = 0) -> Tensor | None:
     import torch
 
     if not model.conditional:
@@ -127,10 +156,18 @@ def _labels(model: VAE, labels: Tensor | None, n: int, default: int = 0) -> Tens
     return labels.to(model.device)
 
 
-def _encode_means(model: VAE, images: Tensor, labels: Tensor | None) -> Tensor:
-    from .models.vae import posterior_means
+def encode_latents(model: EncoderModel, images: Tensor, labels: Tensor | None = None,
+                   batch_size: int = 1000) -> Tensor:
+    """``model.encode_latent`` of float or uint8 images, batched, (N, D) on the CPU."""
+    import torch
 
-    return posterior_means(model, _as_float(images), labels if model.conditional else None)[0]
+    x = _as_float(images)
+    out = []
+    with torch.inference_mode():
+        for i in range(0, x.shape[0], batch_size):
+            yb = _labels(model, None if labels is None else labels[i : i + batch_size], x[i : i + batch_size].shape[0])
+            out.append(model.encode_latent(x[i : i + batch_size].to(model.device), yb).float().cpu())
+    return torch.cat(out)
 
 
 def _as_float(images: Tensor) -> Tensor:
@@ -140,22 +177,22 @@ def _as_float(images: Tensor) -> Tensor:
 
 
 @_no_grad
-def _decode(model: VAE, z: Tensor, labels: Tensor | None) -> Tensor:
+def _decode(model: LatentModel, z: Tensor, labels: Tensor | None) -> Tensor:
     return model.decode(z.to(model.device), _labels(model, labels, z.shape[0])).float().cpu()
 
 
 @_no_grad
-def reconstruct(model: VAE, images: Tensor, labels: Tensor | None = None) -> Tensor:
-    """Inputs then their reconstructions (decoded posterior means), (2N, C, H, W): save with nrow=N."""
+def reconstruct(model: EncoderModel, images: Tensor, labels: Tensor | None = None) -> Tensor:
+    """Inputs then their reconstructions (decoded latents of the inputs), (2N, C, H, W): save with nrow=N."""
     import torch
 
     x = _as_float(images).cpu()
-    mu = _encode_means(model, x, labels)
+    mu = encode_latents(model, x, labels)
     return torch.cat([x, _decode(model, mu, labels)])
 
 
 @_no_grad
-def interpolate(model: VAE, images_a: Tensor, images_b: Tensor, labels_a: Tensor | None = None,
+def interpolate(model: EncoderModel, images_a: Tensor, images_b: Tensor, labels_a: Tensor | None = None,
                 labels_b: Tensor | None = None, *, steps: int = 10, mode: str = "lerp") -> Tensor:
     """One row per pair: input a, ``steps`` decoded latents from z(a) to z(b), input b.
 
@@ -165,8 +202,8 @@ def interpolate(model: VAE, images_a: Tensor, images_b: Tensor, labels_a: Tensor
     import torch
 
     xa, xb = _as_float(images_a).cpu(), _as_float(images_b).cpu()
-    za = _encode_means(model, xa, labels_a)
-    zb = _encode_means(model, xb, labels_b if labels_b is not None else labels_a)
+    za = encode_latents(model, xa, labels_a)
+    zb = encode_latents(model, xb, labels_b if labels_b is not None else labels_a)
     z = interpolation_latents(za, zb, steps, mode)  # (P, steps, D)
     p = z.shape[0]
     lab = labels_a.repeat_interleave(steps) if labels_a is not None else None
@@ -175,45 +212,108 @@ def interpolate(model: VAE, images_a: Tensor, images_b: Tensor, labels_a: Tensor
 
 
 @_no_grad
-def traverse(model: VAE, image: Tensor | None = None, label: int | None = None, *,
+def interpolate_prior(model: LatentModel, pairs: int, *, steps: int = 10, mode: str = "slerp", seed: int = 0,
+                      labels: Tensor | None = None) -> Tensor:
+    """One row per pair of prior draws z_a, z_b ~ p(z): ``steps`` decoded latents from z_a to z_b.
+
+    For a model without an encoder (a GAN), whose latents come from its prior; slerp keeps
+    the norm typical of N(0, I) draws (White 2016). (pairs * steps, C, H, W): save with nrow = steps.
+    """
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    z = model.sample_latent(2 * pairs, generator=g).float().cpu()
+    path = interpolation_latents(z[:pairs], z[pairs:], steps, mode)  # (P, steps, D)
+    lab = labels.repeat_interleave(steps) if labels is not None else None
+    return _decode(model, path.reshape(pairs * steps, -1), lab)
+
+
+@_no_grad
+def traverse(model: LatentModel, image: Tensor | None = None, label: int | None = None, *,
              dims: list[int] | None = None, values: Tensor | None = None) -> Tensor:
     """One row per latent dimension in ``dims``: the decoded traversal of that coordinate.
 
-    Centre: the posterior mean of ``image`` (1, C, H, W), or the prior mean 0 when None.
+    Centre: the latent of ``image`` (1, C, H, W; an encoder model), or z = 0 when None.
     ``values`` (default -3..3 in 9 steps) are offsets from the centre.
     Returns (len(dims) * len(values), C, H, W): save with nrow = len(values).
     """
     import torch
 
-    d = model.z_dim
+    d = model.latent_dim
     dims = list(range(d)) if dims is None else list(dims)
     values = torch.linspace(-3, 3, 9) if values is None else values
     lab = torch.tensor([label if label is not None else 0])
-    z0 = _encode_means(model, image, lab)[0] if image is not None else torch.zeros(d)
+    if image is not None:
+        z0 = encode_latents(require_encoder(model, "a traversal around an image"), image, lab)[0]
+    else:
+        z0 = torch.zeros(d)
     z = traversal_latents(z0, dims, values)
     return _decode(model, z.reshape(-1, d), lab.repeat(z.shape[0] * z.shape[1]))
 
 
 @_no_grad
-def manifold(model: VAE, n: int = 20, *, mu: Tensor | None = None, label: int = 0) -> Tensor:
-    """An n x n grid of decoded latents (n*n, C, H, W): save with nrow = n.
+def informativeness(model: LatentModel, images: Tensor, labels: Tensor | None = None, *,
+                    seed: int = 0) -> tuple[Tensor, str]:
+    """A score per latent dimension (D,), higher = more informative, and how it was measured.
 
-    2-D latents: the plane at N(0,1) quantiles 5%..95% (:func:`latent_manifold`). More
-    dimensions: the plane of the top-2 principal directions of the posterior means ``mu``
-    (N, D), through their mean, at the same quantiles times each direction's spread (the
-    other directions held at the mean). Top row = largest second coordinate.
+    The model's own ranking where it has one (:class:`RankedLatentModel`: a VAE's KL per
+    dimension); else the variance of the encoded test images (an encoder model); else, for a
+    decoder alone, the mean squared image change per unit step along each axis at 64 prior
+    draws, a finite-difference cousin of GANSpace's directions (Haerkoenen et al. 2020).
+    """
+    import torch
+
+    from .models.base import EncoderModel, RankedLatentModel
+
+    if isinstance(model, RankedLatentModel):
+        return model.latent_informativeness(_as_float(images).to(model.device),
+                                            _labels(model, labels, images.shape[0])).float().cpu(), \
+            "the model's ranking (a VAE: KL per dimension)"
+    if isinstance(model, EncoderModel):
+        return encode_latents(model, images, labels).var(0), "variance of the test images' latents"
+    g = torch.Generator().manual_seed(seed)
+    z = model.sample_latent(64, generator=g).float().cpu()
+    base = _decode(model, z, None)
+    scores = torch.stack([(_decode(model, z + torch.eye(model.latent_dim)[j], None) - base).pow(2).mean()
+                          for j in range(model.latent_dim)])
+    return scores, "mean squared image change per unit step at 64 prior draws"
+
+
+def latent_plane(model: LatentModel, n: int = 20, label: int = 0) -> Tensor:
+    """Decode an n x n grid over a 2-D latent plane at N(0,1) quantiles 5%..95% (Kingma & Welling, fig. 4).
+
+    Top row = largest z[1]. (n*n, C, H, W) on the CPU: save with nrow = n.
     """
     import numpy as np
     import torch
     from scipy.stats import norm
 
-    from .models.vae import latent_manifold
+    if model.latent_dim != 2:
+        raise GenlabError(f"a latent plane needs a 2-d latent, this model's is {model.latent_dim}-d")
+    q = torch.tensor(norm.ppf(np.linspace(0.05, 0.95, n)), dtype=torch.float32)
+    zy, zx = torch.meshgrid(q.flip(0), q, indexing="ij")
+    z = torch.stack([zx.reshape(-1), zy.reshape(-1)], dim=1)
+    return _decode(model, z, torch.full((n * n,), label, dtype=torch.long))
 
-    d = model.z_dim
+
+@_no_grad
+def manifold(model: LatentModel, n: int = 20, *, mu: Tensor | None = None, label: int = 0) -> Tensor:
+    """An n x n grid of decoded latents (n*n, C, H, W): save with nrow = n.
+
+    2-D latents: the plane at N(0,1) quantiles 5%..95% (:func:`latent_plane`). More
+    dimensions: the plane of the top-2 principal directions of the test images' latents
+    ``mu`` (N, D), through their mean, at the same quantiles times each direction's spread
+    (the other directions held at the mean). Top row = largest second coordinate.
+    """
+    import numpy as np
+    import torch
+    from scipy.stats import norm
+
+    d = model.latent_dim
     if d == 2:
-        return latent_manifold(model, n, label).float()
+        return latent_plane(model, n, label)
     if mu is None:
-        raise GenlabError(f"a manifold of a {d}-d latent space needs posterior means of test images (mu)")
+        raise GenlabError(f"a manifold of a {d}-d latent space needs the latents of test images (mu)")
     mean, comps, std = pca_2d(mu)
     q = torch.tensor(norm.ppf(np.linspace(0.05, 0.95, n)), dtype=torch.float32)
     b, a = torch.meshgrid(q.flip(0), q, indexing="ij")
@@ -221,11 +321,11 @@ def manifold(model: VAE, n: int = 20, *, mu: Tensor | None = None, label: int = 
     return _decode(model, z, torch.full((n * n,), label, dtype=torch.long))
 
 
-def scatter(model: VAE, images: Tensor, labels: Tensor, out: Path, class_names=None) -> np.ndarray:
-    """Posterior means coloured by label, written to ``out`` (PCA scores when D > 2); returns the points."""
+def scatter(model: EncoderModel, images: Tensor, labels: Tensor, out: Path, class_names=None) -> np.ndarray:
+    """Latents of test images coloured by label, written to ``out`` (PCA scores when D > 2); returns the points."""
     from .plots import plot_latent_scatter
 
-    mu = _encode_means(model, images, labels)
+    mu = encode_latents(model, images, labels)
     pts = project_2d(mu).numpy()
     d = mu.shape[1]
     how = "latent means" if d <= 2 else f"top-2 PCA directions of {d}-d latent means (axes: PC1, PC2)"
@@ -254,79 +354,79 @@ def _load_data(args, run):
 def cmd_explore(args: argparse.Namespace) -> int:
     import torch
 
-    from .models.vae import kl_divergence, posterior_means
-    from .nll import load_vae_run
+    from .checkpoint import load_run
+    from .device import inference_device
     from .sample import save_grid
 
     run_dir = Path(args.run)
+    if args.n is not None and args.n > MAX_N[args.what]:
+        raise GenlabError(f"--n for --what {args.what} must be at most {MAX_N[args.what]:,}, got {args.n:,}")
     out = Path(args.out) if args.out else run_dir / f"explore-{args.what}.png"
     if out.suffix.lower() != ".png":
         raise GenlabError(f"{out}: explore writes a PNG; give --out FILE.png")
     if out.exists() and not args.overwrite:
         raise GenlabError(f"{out} exists; pass --overwrite to replace it")
-    model, run = load_vae_run(run_dir, args.device, what="explore")
-    d = model.z_dim
-    if args.label is not None and not 0 <= args.label < model.config.num_classes:
-        raise GenlabError(f"--label must be in 0..{model.config.num_classes - 1}, got {args.label}")
+    model, run = load_run(run_dir, device=inference_device(args.device))
+    model.eval()
     what = args.what
+    latent = require_latent(model, f"explore --what {what}")
+    d = latent.latent_dim
+    if args.label is not None and not 0 <= args.label < max(model.num_classes, 1):
+        raise GenlabError(f"--label needs a conditional model and a class in 0..{model.num_classes - 1}, "
+                          f"got {args.label}" if model.conditional else "--label needs a conditional model")
     if what == "reconstruct":
+        encoder = require_encoder(model, "explore --what reconstruct")
         x, y = _pick(_load_data(args, run), args.n or 10, args.seed)
-        save_grid(reconstruct(model, x, y), out, nrow=x.shape[0])
+        save_grid(reconstruct(encoder, x, y), out, nrow=x.shape[0])
     elif what == "interpolate":
         pairs = args.n or 5
-        x, y = _pick(_load_data(args, run), 2 * pairs, args.seed)
-        if x.shape[0] < 2:
-            raise GenlabError("interpolation needs at least 2 test images")
-        p = x.shape[0] // 2
-        grid = interpolate(model, x[:p], x[p : 2 * p], y[:p], y[p : 2 * p], steps=args.steps, mode=args.mode)
-        save_grid(grid, out, nrow=args.steps + 2)
+        from .models.base import EncoderModel
+
+        if isinstance(model, EncoderModel):
+            x, y = _pick(_load_data(args, run), 2 * pairs, args.seed)
+            if x.shape[0] < 2:
+                raise GenlabError("interpolation needs at least 2 test images")
+            p = x.shape[0] // 2
+            grid = interpolate(model, x[:p], x[p : 2 * p], y[:p], y[p : 2 * p], steps=args.steps,
+                               mode=args.mode or "lerp")
+            save_grid(grid, out, nrow=args.steps + 2)
+        else:  # no encoder: between pairs of prior draws
+            labels = None
+            if model.conditional:
+                labels = torch.full((pairs,), args.label or 0, dtype=torch.long)
+            grid = interpolate_prior(latent, pairs, steps=args.steps, mode=args.mode or "slerp", seed=args.seed,
+                                     labels=labels)
+            save_grid(grid, out, nrow=args.steps)
     elif what == "traverse":
-        data = _load_data(args, run)
-        x, y = _pick(data, 1000, args.seed)
-        mu, lv = posterior_means(model, x, y if model.conditional else None)
-        # The n most informative units: largest KL to N(0, 1), or for a VampPrior (whose KL does
-        # not split by unit) largest variance of the posterior means, the active-unit statistic.
-        score = kl_divergence(mu, lv).mean(0) if model.prior_is_standard_normal else mu.var(0)
-        ranking = "largest KL" if model.prior_is_standard_normal else "most varied posterior means"
+        from .models.base import EncoderModel
+
+        x, y = _pick(_load_data(args, run), 1000, args.seed)
+        score, ranking = informativeness(latent, x, y, seed=args.seed)
         n = min(args.n or 10, d)
         dims = sorted(torch.argsort(score, descending=True)[:n].tolist())
         label = args.label if args.label is not None else int(y[0])
-        image = None if args.center == "zero" else x[:1]
-        grid = traverse(model, image, label, dims=dims, values=torch.linspace(-3, 3, args.steps))
+        centre_on_image = args.center == "image" and isinstance(model, EncoderModel)
+        image = x[:1] if centre_on_image else None
+        grid = traverse(latent, image, label, dims=dims, values=torch.linspace(-3, 3, args.steps))
         save_grid(grid, out, nrow=args.steps)
         if not args.quiet:
-            print(f"rows: latent dims {dims} ({ranking} on test images), offsets -3..3 around "
-                  f"{'z = 0' if image is None else 'the posterior mean of one test image'}")
+            print(f"rows: latent dims {dims} (most informative by {ranking}), offsets -3..3 around "
+                  f"{'z = 0' if image is None else 'the latent of one test image'}")
     elif what == "manifold":
         n = args.n or 20
         mu = None
         if d > 2:
+            encoder = require_encoder(model, f"a manifold of a {d}-d latent (its plane comes from test images)")
             x, y = _pick(_load_data(args, run), 5000, args.seed)
-            mu = posterior_means(model, x, y if model.conditional else None)[0]
-        save_grid(manifold(model, n, mu=mu, label=args.label or 0), out, nrow=n)
+            mu = encode_latents(encoder, x, y)
+        save_grid(manifold(latent, n, mu=mu, label=args.label or 0), out, nrow=n)
     else:
+        encoder = require_encoder(model, "explore --what scatter")
         data = _load_data(args, run)
         x, y = _pick(data, args.n or 5000, args.seed)
-        scatter(model, x, y, out, class_names=data.class_names)
+        scatter(encoder, x, y, out, class_names=data.class_names)
     if not args.quiet:
         print(f"wrote {out}")
-    return 0
-
-
-def cmd_nll(args: argparse.Namespace) -> int:
-    from .checkpoint import atomic_write_text
-    from .nll import evaluate_vae, format_nll_table, load_vae_run
-
-    run_dir = Path(args.run)
-    model, run = load_vae_run(run_dir, args.device, what="genlab nll")
-    result = evaluate_vae(model, args.dataset or run.data.dataset, k=args.k, n_images=args.n,
-                          batch_size=args.batch_size, seed=args.seed, split=args.split,
-                          data_dir=args.data_dir if args.data_dir is not None else run.data.data_dir)
-    result["run"] = str(run_dir)
-    atomic_write_text(run_dir / "nll.json", json.dumps(result, indent=2) + "\n")
-    if not args.quiet:
-        print(format_nll_table(result, title=f"{run_dir} ({run.family}/{run.preset})"))
-        print(f"wrote {run_dir / 'nll.json'} in {result['seconds']:.1f}s")
     return 0
 
 
@@ -339,33 +439,26 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
 
 
 def register_cli(subparsers) -> None:
-    """Add ``genlab explore`` and ``genlab nll`` (picked up by genlab.cli)."""
-    p = subparsers.add_parser("explore", help="pictures of a VAE's latent space",
+    """Add ``genlab explore`` (picked up by genlab.cli)."""
+    p = subparsers.add_parser("explore", help="pictures of a model's latent space",
                               description="Reconstructions, interpolations, traversals, the 2-D manifold or a "
-                                          "latent scatter of a trained VAE, as a PNG.")
-    p.add_argument("run", help="run directory of a VAE")
+                                          "latent scatter of a trained model, as a PNG. Interpolation and "
+                                          "traversal work on every model with a latent space (VAEs, GANs); "
+                                          "reconstruction and the scatter need an encoder.")
+    p.add_argument("run", help="run directory")
     p.add_argument("--what", required=True, choices=WHATS)
-    p.add_argument("--out", help="FILE.png (default RUN/explore-WHAT.png)")
-    p.add_argument("--n", type=int, help="reconstruct: images (10); interpolate: pairs (5); traverse: latent "
+    p.add_argument("--out", type=output_path, help="FILE.png (default RUN/explore-WHAT.png)")
+    p.add_argument("--n", type=bounded_int(1, 100_000), help="reconstruct: images (10); interpolate: pairs (5); traverse: latent "
                                          "dims, most informative first (10); manifold: grid side (20); "
                                          "scatter: points (5000)")
-    p.add_argument("--steps", type=int, default=9, help="interpolation / traversal steps per row (default 9)")
-    p.add_argument("--mode", default="lerp", choices=["lerp", "slerp"], help="interpolation path")
+    p.add_argument("--steps", type=bounded_int(2, 100), default=9,
+                   help="interpolation / traversal steps per row, 2..100 (default 9)")
+    p.add_argument("--mode", choices=["lerp", "slerp"],
+                   help="interpolation path (default: lerp between encoded images, slerp between prior draws)")
     p.add_argument("--center", default="image", choices=["image", "zero"],
                    help="traversal centre: a test image's posterior mean (default) or z = 0")
-    p.add_argument("--label", type=int, help="class to decode with (conditional models)")
-    p.add_argument("--seed", type=int, default=0, help="which test images (default 0)")
+    p.add_argument("--label", type=bounded_int(0, 10**6), help="class to decode with (conditional models)")
+    p.add_argument("--seed", type=seed, default=0, help="which test images (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     _data_flags(p)
     p.set_defaults(func=cmd_explore)
-
-    p = subparsers.add_parser("nll", help="test log-likelihood of a VAE (IWAE bound), ELBO and active units",
-                              description="Importance-weighted estimate of -log p(x) (Burda et al. 2016) on test "
-                                          "images, in nats; writes RUN/nll.json.")
-    p.add_argument("run", help="run directory of a VAE")
-    p.add_argument("--k", type=int, default=5000, help="importance samples per image (default 5000)")
-    p.add_argument("-n", type=int, default=10_000, help="test images, the first N (default 10000)")
-    p.add_argument("--batch-size", type=int, default=100, help="images per pass (default 100)")
-    p.add_argument("--seed", type=int, default=0, help="binarisation and sampling seed (default 0)")
-    _data_flags(p)
-    p.set_defaults(func=cmd_nll)

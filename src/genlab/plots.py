@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
-import json
+import math
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -12,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .checkpoint import atomic_write_bytes  # noqa: E402
+from .io import atomic_write_bytes, read_jsonl  # noqa: E402
 
 
 def save_figure(fig, path: Path) -> None:
@@ -22,27 +24,66 @@ def save_figure(fig, path: Path) -> None:
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
-def read_metrics(path: Path) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+# Figures a metrics.jsonl line carries that are bookkeeping, not training signals: they are not plotted.
+BOOKKEEPING_KEYS = frozenset({"step", "epoch", "seconds", "lr", "skipped_steps", "applied", "collapsed",
+                              "pairwise_l2"})
+MAX_COLUMNS = 4  # panels per row: 4 x 3.6 in keeps a figure under ~15 in wide
+PANEL_SIZE = (3.6, 2.8)  # inches per panel (width, height)
+
+
+def is_scalar(value: Any) -> bool:
+    """A plottable number (a bool is a flag, not a figure)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def curve_keys(records: Iterable[dict[str, Any]]) -> list[str]:
+    """The numeric scalar figures logged in ``records``, except bookkeeping: ``loss*`` first, the rest
+    in the order they were first logged (whatever a model family calls its figures)."""
+    seen: dict[str, None] = {}  # an ordered set
+    for rec in records:
+        for key, value in rec.items():
+            if key not in BOOKKEEPING_KEYS and is_scalar(value):
+                seen.setdefault(key)
+    keys = list(seen)
+    return [k for k in keys if k.startswith("loss")] + [k for k in keys if not k.startswith("loss")]
+
+
+def curve(records: Iterable[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    """(steps, values) of ``key`` over the records that logged it with a step."""
+    pts = [(rec["step"], rec[key]) for rec in records if is_scalar(rec.get(key)) and is_scalar(rec.get("step"))]
+    return [s for s, _ in pts], [v for _, v in pts]
+
+
+def panel_grid(n: int):
+    """(figure, ``n`` axes) in rows of at most :data:`MAX_COLUMNS`; spare cells of the last row hidden.
+
+    Constrained layout keeps titles, labels and a ``fig.suptitle`` from overlapping.
+    """
+    cols = max(1, min(n, MAX_COLUMNS))
+    rows = max(1, math.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(PANEL_SIZE[0] * cols, PANEL_SIZE[1] * rows),
+                             squeeze=False, layout="constrained")
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:max(n, 1)]
 
 
 def plot_losses(metrics_path: Path, out: Path, title: str = "") -> None:
-    """One panel per loss-like scalar (loss, recon, kl, loss_d, ...) against step."""
-    records = [r for r in read_metrics(metrics_path) if any(k.startswith(("loss", "recon", "kl")) for k in r)]
-    keys = sorted({k for r in records for k, v in r.items()
-                   if isinstance(v, (int, float)) and k.startswith(("loss", "recon", "kl"))})
-    fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(3.6 * max(len(keys), 1), 3), squeeze=False)
-    for ax, key in zip(axes[0], keys):
-        pts = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
-        if pts:
-            s, v = zip(*pts)
-            ax.plot(s, v, lw=1.2)
+    """One panel per figure a run logged in ``metrics.jsonl`` (see :func:`curve_keys`) against step."""
+    records = read_jsonl(Path(metrics_path))
+    keys = curve_keys(records)
+    fig, axes = panel_grid(len(keys))
+    for ax, key in zip(axes[:len(keys)], keys, strict=True):
+        steps, values = curve(records, key)
+        # a short run logs a handful of points: markers keep a single point visible
+        ax.plot(steps, values, lw=1.2, marker="o" if len(steps) < 20 else None, ms=3)
         ax.set_title(key)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
+    if not keys:
+        axes[0].text(0.5, 0.5, "nothing logged yet", ha="center", va="center", transform=axes[0].transAxes)
+        axes[0].set_axis_off()
     if title:
         fig.suptitle(title)
     save_figure(fig, out)

@@ -11,12 +11,13 @@ import html
 import io
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from .checkpoint import atomic_write_text
+from .io import atomic_write_text
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
@@ -29,6 +30,7 @@ table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding
 """
 
 BETTER_WORDS = {"lower": "lower", "higher": "higher"}
+VERDICT_HEADING = "Which run is best, by metric"
 
 
 # -- small helpers --------------------------------------------------------------------------------
@@ -85,7 +87,7 @@ def grid_png(images: np.ndarray, nrow: int | None = None, scale: int = 2) -> byt
     from .sample import grid_image, png_bytes
 
     im = grid_image(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)), nrow=nrow)
-    return png_bytes(im.resize((im.width * scale, im.height * scale), Image.NEAREST))
+    return png_bytes(im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST))
 
 
 def pairs_png(samples: np.ndarray, train: np.ndarray, scale: int = 3) -> bytes:
@@ -106,7 +108,7 @@ def figure_png(fig) -> bytes:
 
 def class_histogram_png(hist: Sequence[float], real: Sequence[float], class_names: Sequence[str]) -> bytes:
     """Bars: the fraction of samples the classifier puts in each class, beside the real fractions."""
-    from . import plots  # noqa: F401  (selects the Agg backend)
+    from . import plots  # noqa: F401, I001  (selects the Agg backend before pyplot loads)
     import matplotlib.pyplot as plt
 
     idx = np.arange(len(hist))
@@ -122,25 +124,23 @@ def class_histogram_png(hist: Sequence[float], real: Sequence[float], class_name
 
 
 def training_curves_png(runs: Sequence[tuple[str, Path]]) -> bytes | None:
-    """One panel per loss-like key of the runs' metrics.jsonl, one line per run; None if no data."""
+    """One panel per figure the runs logged in metrics.jsonl (:func:`genlab.plots.curve_keys`), one line
+    per run; None if no data."""
     from . import plots
-    import matplotlib.pyplot as plt
+    from .io import read_jsonl
 
-    series: dict[str, dict[str, tuple[list, list]]] = {}
-    for name, path in runs:
-        for rec in plots.read_metrics(path):
-            for k, v in rec.items():
-                if k.startswith(("loss", "recon", "kl")) and isinstance(v, (int, float)) and "step" in rec:
-                    s = series.setdefault(k, {}).setdefault(name, ([], []))
-                    s[0].append(rec["step"])
-                    s[1].append(v)
-    if not series:
+    logs = [(name, read_jsonl(path)) for name, path in runs]
+    keys = plots.curve_keys(rec for _, records in logs for rec in records)
+    if not keys:
         return None
-    keys = sorted(series)
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3), squeeze=False)
-    for ax, key in zip(axes[0], keys):
-        for name, (steps, values) in series[key].items():
-            ax.plot(steps, values, lw=1.2, label=name, marker="o" if len(steps) < 20 else None, ms=3)
+    fig, axes = plots.panel_grid(len(keys))
+    for ax, key in zip(axes, keys, strict=True):
+        for i, (name, records) in enumerate(logs):
+            steps, values = plots.curve(records, key)
+            if steps:  # a run that never logged this figure (another family's) gets no line here
+                # one colour per run on every panel, even where earlier runs have no line
+                ax.plot(steps, values, lw=1.2, label=name, color=f"C{i % 10}",
+                        marker="o" if len(steps) < 20 else None, ms=3)
         ax.set_title(key)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -165,7 +165,7 @@ def metrics_table_text(result: dict[str, Any]) -> str:
         v = fmt(r["value"]) + (f" ± {fmt(r['std'])}" if "std" in r else "") + (f" of {r['of']}" if "of" in r else "")
         rows.append((r["label"], v, better_text(r["better"]), r["extractor"] or ""))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -200,7 +200,7 @@ def evaluation_html(evaluation) -> str:
                            else "") + ")") for e in r["extractors"].values()) + "</p>")
     if "nll" in r:
         nll = r["nll"]
-        parts.append("<h2>Test log-likelihood (VAE)</h2><table>" + "".join(
+        parts.append("<h2>Test log-likelihood (importance-weighted bound)</h2><table>" + "".join(
             f"<tr><td>{html.escape(k)}</td><td class=\"num\">{html.escape(fmt(nll.get(k)))}</td></tr>"
             for k in ("iwae_nll_nats", "iwae_nll_sem", "elbo_nats", "kl_nats", "k", "n_images", "active_units",
                       "latent_dim", "likelihood") if k in nll) + "</table>")
@@ -208,11 +208,12 @@ def evaluation_html(evaluation) -> str:
     modes = r["details"].get("modes")
     if modes:
         names = modes.get("class_names") or [str(i) for i in range(len(modes["histogram"]))]
+        missing = ", ".join(names[c] for c in modes["missing_classes"]) or "none"
         parts.append("<h2>Classes the classifier sees</h2>"
                      + img_tag(class_histogram_png(modes["histogram"], modes["real_histogram"], names),
                                "class histogram")
                      + f"<p class=\"small\">Normalised entropy {fmt(modes['normalized_entropy'])} (1 = uniform); "
-                       f"missing classes: {html.escape(', '.join(names[c] for c in modes['missing_classes']) or 'none')}.</p>")
+                       f"missing classes: {html.escape(missing)}.</p>")
     memo = r["details"].get("memo")
     if memo and evaluation.pairs is not None:
         dists = ", ".join(fmt(c["distance"]) for c in memo["closest"])
@@ -230,7 +231,8 @@ def evaluation_html(evaluation) -> str:
             cls = ' class="best"' if not t["differs"] else ""
             parts.append(f"<tr{cls}><td>{t['statistic']}</td><td class=\"num\">{fmt(t['real_mean'])}</td>"
                          f"<td class=\"num\">{fmt(t['fake_mean'])}</td><td class=\"num\">{fmt(t['ks'])}</td>"
-                         f"<td class=\"num\">{fmt(t['p_adjusted'])}</td><td>{'yes' if t['differs'] else 'no'}</td></tr>")
+                         f"<td class=\"num\">{fmt(t['p_adjusted'])}</td>"
+                         f"<td>{'yes' if t['differs'] else 'no'}</td></tr>")
         parts.append("</table><p class=\"small\">KS distance is the largest gap between the two CDFs (0..1); "
                      "with thousands of samples tiny differences become significant, so read the distance for "
                      "the size of a difference. pc1..pc3 are projections on the real features' principal axes.</p>")
@@ -243,8 +245,8 @@ def best_runs(runs: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     ids = {rid for run in runs for rid in _rows(run["result"])}
     for rid in ids:
-        scored = [(score(_rows(run["result"])[rid]), run["name"]) for run in runs if rid in _rows(run["result"])]
-        scored = [(s, name) for s, name in scored if s is not None]
+        maybe = [(score(_rows(run["result"])[rid]), run["name"]) for run in runs if rid in _rows(run["result"])]
+        scored = [(s, name) for s, name in maybe if s is not None]
         if len(scored) >= 2:
             top = max(s for s, _ in scored)
             out[rid] = [name for s, name in scored if math.isclose(s, top, rel_tol=1e-12, abs_tol=1e-15)]
@@ -256,7 +258,8 @@ def _rows(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def verdict(runs: Sequence[dict[str, Any]], best: dict[str, list[str]]) -> list[str]:
-    """Sentences answering "which run (VAE or GAN?)" from the per-metric winners."""
+    """Sentences saying which run is best, from the per-metric winners: overall wins, wins summed by
+    family when the runs come from several (``family`` is whatever the runs' configs name), and FID's winner."""
     if len(runs) < 2 or not best:
         return ["Need at least two runs with comparable metrics to name a winner."]
     wins = {run["name"]: 0 for run in runs}
@@ -301,7 +304,7 @@ def compare_html(runs: Sequence[dict[str, Any]]) -> str:
     if len(ns) > 1:
         notes.append(f"the runs were evaluated with different sample counts ({', '.join(map(str, sorted(ns)))}); "
                      "FID and precision/recall depend on n, so compare those with care")
-    parts.append("<h2>VAE or GAN?</h2>" + "".join(f"<p>{html.escape(s)}</p>" for s in verdict(runs, best)))
+    parts.append(f"<h2>{VERDICT_HEADING}</h2>" + "".join(f"<p>{html.escape(s)}</p>" for s in verdict(runs, best)))
     parts.append(_notes(notes))
     parts.append("<h2>Metrics</h2><table><tr><th>metric</th><th>extractor</th><th>better</th>"
                  + "".join(f"<th>{html.escape(r['name'])}<br><span class=\"small\">{html.escape(str(r.get('family')))}"

@@ -27,7 +27,10 @@ def frechet_distance(
     (near-singular covariances, e.g. fewer samples than dimensions) ``eps * I`` is added to
     both covariances and it is retried. Round-off can make the square root complex: the
     imaginary part is dropped if the diagonal's is below 1e-3, otherwise this raises.
-    Tiny negative results from round-off are returned as 0.
+
+    d^2 >= 0 exactly, but for (nearly) identical Gaussians the three traces cancel and
+    round-off leaves a tiny negative: such a value, within 1e-9 of the traces' scale, is
+    returned as 0. A larger negative one is numerical trouble, not a distance, and raises.
     """
     mu1 = np.atleast_1d(np.asarray(mu1, dtype=np.float64))
     mu2 = np.atleast_1d(np.asarray(mu2, dtype=np.float64))
@@ -63,8 +66,16 @@ def frechet_distance(
                 f"component of {m:.3g}; the covariances are probably not positive semi-definite"
             )
         covmean = covmean.real
-    value = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
-    return max(value, 0.0)
+    traces = float(np.trace(sigma1) + np.trace(sigma2))
+    value = float(diff @ diff + traces - 2.0 * np.trace(covmean))
+    if value < 0:
+        if value < -1e-9 * max(traces, 1.0):
+            raise MetricInputError(
+                f"frechet_distance: got {value:.3g} < 0 (covariance traces {traces:.3g}); the matrix "
+                f"square root is inaccurate, probably because the covariances are near-singular"
+            )
+        value = 0.0  # round-off of an exact 0 (identical Gaussians)
+    return value
 
 
 def feature_statistics(features: Any) -> tuple[np.ndarray, np.ndarray]:

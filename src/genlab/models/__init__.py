@@ -1,54 +1,136 @@
-"""Model families. Each is one file; this registry maps names to them."""
+"""Model families and the registry that plugs them in.
+
+A family is one sub-package (``genlab/models/<family>/``) whose ``__init__`` exports
+``MODEL`` (a :class:`GenerativeModel` subclass), ``PRESETS`` (name -> :class:`Preset`) and
+``CLI_FLAGS`` (the ``genlab train <family>`` flags that set its config fields). Adding a family
+is adding one line to :data:`FAMILIES`; the CLI's choices, flags and help, config loading and
+every tool reach it from here. Tools never ask for a family's name: they ask a model for its
+capabilities (``genlab.models.base``).
+"""
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 from ..errors import ConfigError
-from .base import GenerativeModel, Preset, StepNoise, TrainSettings
+from .base import GenerativeModel, Preset, StepNoise, StepOutput, TrainSettings
 
-# family name -> module; each module defines MODEL (a GenerativeModel subclass) and PRESETS.
-_FAMILY_MODULES = {"vae": "genlab.models.vae", "gan": "genlab.models.gan"}
+# family name -> module that defines MODEL, PRESETS and CLI_FLAGS
+FAMILIES: dict[str, str] = {"vae": "genlab.models.vae", "gan": "genlab.models.gan"}
 
 
 def family_module(name: str) -> ModuleType:
-    if name not in _FAMILY_MODULES:
-        raise ConfigError(f"unknown model family {name!r}; choose from {', '.join(_FAMILY_MODULES)}")
-    return importlib.import_module(_FAMILY_MODULES[name])
+    if name not in FAMILIES:
+        raise ConfigError(f"unknown model family {name!r}; choose from {', '.join(FAMILIES)}")
+    return importlib.import_module(FAMILIES[name])
 
 
 def get_family(name: str) -> type[GenerativeModel]:
-    return family_module(name).MODEL
+    model: type[GenerativeModel] = family_module(name).MODEL
+    return model
 
 
 def family_names() -> list[str]:
-    return list(_FAMILY_MODULES)
+    return list(FAMILIES)
 
 
 def get_preset(family: str, name: str) -> Preset:
     presets = family_module(family).PRESETS
     if name not in presets:
         raise ConfigError(f"unknown {family} preset {name!r}; choose from {', '.join(presets)}")
-    return presets[name]
+    preset: Preset = presets[name]
+    return preset
 
 
 def all_presets() -> list[tuple[str, Preset]]:
-    """(family, preset) for every family that is installed."""
-    out = []
-    for fam in _FAMILY_MODULES:
-        try:
-            mod = family_module(fam)
-        except ModuleNotFoundError:
-            continue
-        out.extend((fam, p) for p in mod.PRESETS.values())
-    return out
+    """(family, preset) for every registered family."""
+    return [(fam, p) for fam in FAMILIES for p in family_module(fam).PRESETS.values()]
 
 
-def build_model(family: str, config) -> GenerativeModel:
-    config.validate()
+@dataclass(frozen=True)
+class ModelFlag:
+    """A ``genlab train`` flag that sets a model config field, and the families that have it."""
+
+    flag: str
+    field: str
+    type: Callable[[str], Any]
+    help: str
+    families: tuple[str, ...]
+
+
+def model_flags() -> dict[str, ModelFlag]:
+    """Every family's model flags, merged: a flag two families share (``--latent-dim``) appears once."""
+    flags: dict[str, ModelFlag] = {}
+    for fam in FAMILIES:
+        for flag, (field, typ, help_) in family_module(fam).CLI_FLAGS.items():
+            if flag in flags:
+                known = flags[flag]
+                if (known.field, known.type) != (field, typ):
+                    raise RuntimeError(f"{flag} means {known.field} for {known.families} but {field} for {fam}")
+                same = known.help == help_ or known.help.endswith(f": {help_}")
+                merged = known.help if same else (
+                    f"{known.help}; {fam}: {help_}" if ": " in known.help and known.help.split(":")[0] in FAMILIES
+                    else f"{known.families[0]}: {known.help}; {fam}: {help_}")
+                flags[flag] = ModelFlag(flag, field, typ, merged, (*known.families, fam))
+            else:
+                flags[flag] = ModelFlag(flag, field, typ, help_, (fam,))
+    return flags
+
+
+def build_model(family: str, config: Any) -> GenerativeModel:
+    """The model a validated config describes, after a dry build has checked that it can be built."""
+    dry_build(family, config)
     return get_family(family)(config)
 
 
-__all__ = ["GenerativeModel", "Preset", "StepNoise", "TrainSettings", "build_model", "get_family",
-           "get_preset", "all_presets", "family_names", "family_module"]
+def dry_build(family: str, config: Any) -> GenerativeModel:
+    """Validate ``config`` and build its model on PyTorch's meta device (shapes only, no memory).
+
+    Catches what field-by-field validation cannot: widths of the wrong type deep inside a
+    network, and sizes no machine holds (``--latent-dim 1000000000000``), before anything
+    is allocated or written. Returns the weightless model (its shapes, sizes and settings).
+    """
+    import torch
+
+    config.validate()
+    try:
+        with torch.device("meta"):
+            model = get_family(family)(config)
+    except (TypeError, ValueError, RuntimeError, OverflowError, IndexError) as e:
+        raise ConfigError(f"these model settings do not make a {family} model: "
+                          f"{' '.join(str(e).split())[:300]}") from None
+    params = sum(p.numel() for p in model.parameters())
+    tensor_bytes = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    # training holds the weights, their gradients and Adam's two moments: about 4x the weights
+    limit = _memory_bytes()
+    if 4 * tensor_bytes > limit:
+        raise ConfigError(f"these model settings make a {family} model of {params:,} parameters "
+                          f"({tensor_bytes / 2**30:,.1f} GiB of weights, ~4x that to train), more than this "
+                          f"machine's {limit / 2**30:,.0f} GiB of memory; reduce the widths or latent size")
+    return model
+
+
+def _memory_bytes() -> int:
+    """Physical memory of this machine (a generous fallback where the OS does not say)."""
+    import os
+
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40
+
+
+__all__ = ["FAMILIES", "GenerativeModel", "ModelFlag", "Preset", "StepNoise", "StepOutput", "TrainSettings",
+           "all_presets", "build_model", "dry_build", "family_module", "family_names", "get_family", "get_preset", "model_flags",
+           "register_family"]
+
+
+def register_family(name: str, module: str) -> None:
+    """Plug in a family from outside genlab: ``module`` (importable) defines MODEL, PRESETS and CLI_FLAGS."""
+    if not name.replace("-", "").isalnum():
+        raise ConfigError(f"a family name is letters, digits and '-', got {name!r}")
+    FAMILIES[name] = module

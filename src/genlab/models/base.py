@@ -1,21 +1,35 @@
-"""The small interface every model family implements, and the tools they share.
+"""The contract every model family implements, and the capabilities tools ask for.
 
-A family (VAE, GAN, ...) is one file in ``genlab/models``. It defines a typed
-config dataclass, named presets, and a :class:`GenerativeModel` subclass. The
-trainer in ``genlab.train`` knows nothing of any family's maths: it hands each
-step a batch, the family's optimisers and a :class:`StepNoise`, and gets back a
-dict of named, detached scalars to log.
+A family (VAE, GAN, ...) is one sub-package of ``genlab.models``: a typed config dataclass,
+named presets, and a :class:`GenerativeModel` subclass, registered in
+``genlab.models.FAMILIES``. The training loop (``genlab.training``) knows nothing of any
+family's maths: it hands each step a batch, the family's optimisers and a
+:class:`StepContext`, and gets back a :class:`StepOutput`.
+
+What else a model can do is declared by the methods it has, checked with ``isinstance``
+against the small protocols below, never by its family name:
+
+- :class:`LatentModel`: a latent space z ~ p(z) and a decoder z -> image: sampling by z,
+  interpolation, traversal (VAEs and GANs alike);
+- :class:`EncoderModel`: also an encoder image -> z: reconstruction, latent scatter, manifold;
+- :class:`LikelihoodModel`: a lower bound on log p(x) in nats: ``genlab nll``, ``evaluate --nll``;
+- :class:`EMAModel`: weights averaged over training steps for sampling (the trainer updates them);
+- :class:`DiagnosedModel`: a summary of its own health after training (e.g. posterior collapse).
+
+A model never writes files or imports plotting code: pictures and logs are the trainer's
+callbacks' job (``genlab.training.callbacks``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
+from ..config import config_from_dict, require  # noqa: F401  (families import them from here)
 from ..errors import ConfigError, DivergenceError
 
 
@@ -63,7 +77,7 @@ class Preset:
     name: str
     description: str
     model: Any
-    train: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    train: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -84,6 +98,20 @@ class StepContext:
     settings: TrainSettings
 
 
+@dataclass
+class StepOutput:
+    """What one training step returns to the trainer.
+
+    ``loss`` is the figure whose finiteness the trainer checks each step (a GAN: the
+    discriminator's); ``logs`` are named figures to average and log (0-d or 1-d, detached);
+    ``applied`` is 1.0 when the update was applied, 0.0 when ``--on-nonfinite skip`` dropped it.
+    """
+
+    loss: Tensor
+    logs: dict[str, Tensor] = field(default_factory=dict)
+    applied: Tensor = field(default_factory=lambda: torch.ones(()))
+
+
 class GenerativeModel(nn.Module):
     """Base class of every genlab model.
 
@@ -92,20 +120,23 @@ class GenerativeModel(nn.Module):
     - ``networks()``: the trainable sub-networks by name (each is wrapped in
       DistributedDataParallel separately when training on several processes);
     - ``configure_optimizers(settings)``: one optimiser per name it steps;
-    - ``train_step(nets, optimizers, x, y, ctx)``: one update; returns
-      named scalars (detached 0-d tensors: the trainer reads them only at log
-      steps, so the step never waits for the device);
+    - ``train_step(nets, optimizers, x, y, ctx)``: one update, returning a :class:`StepOutput`
+      (detached tensors: the trainer reads them only at log steps, so the step never waits
+      for the device);
     - ``sample(n, labels=None, generator=None)``: images (n, C, H, W) in [0, 1].
     """
 
     family: ClassVar[str] = ""
     config_class: ClassVar[type] = object
+    default_sample_every: ClassVar[int] = 0  # steps between progress grids when --sample-every is 0; 0 = none
+    collapse_threshold: float = 0.25  # progress-grid diversity (real data = 1) below which samples count as collapsed
+    retired_state_keys: ClassVar[frozenset[str]] = frozenset()  # stored by older genlab, dropped on load
 
     def __init__(self, config: Any):
         super().__init__()
         self.config = config
 
-    # -- the interface -------------------------------------------------------
+    # -- the contract --------------------------------------------------------------------
     def networks(self) -> dict[str, nn.Module]:
         raise NotImplementedError
 
@@ -113,36 +144,19 @@ class GenerativeModel(nn.Module):
         raise NotImplementedError
 
     def train_step(self, nets: Mapping[str, nn.Module], optimizers: Mapping[str, torch.optim.Optimizer],
-                   x: Tensor, y: Tensor, ctx: StepContext) -> dict[str, Tensor]:
+                   x: Tensor, y: Tensor, ctx: StepContext) -> StepOutput:
         raise NotImplementedError
-
-    default_sample_every: ClassVar[int] = 0  # steps between on_progress calls; 0 = never
-
-    def on_train_start(self, images: Tensor, labels: Tensor) -> None:
-        """Called once on every process before the first step, with up to 1,000 real float images."""
-
-    def on_progress(self, step: int, run_dir) -> dict[str, float]:
-        """Called on the main process every ``sample_every`` steps (and after the last step).
-
-        May write pictures into ``run_dir``; returns extra scalars that the trainer
-        logs to metrics.jsonl and TensorBoard (e.g. a diversity figure).
-        """
-        return {}
-
-    def end_of_training(self, run_dir, images: Tensor, labels: Tensor) -> dict:
-        """Called once on the main process after the last step with held-out float images.
-
-        Writes the family's pictures into ``run_dir`` and returns a summary dict
-        (stored in ``summary.json``); a ``"warnings"`` list in it is shown to the user.
-        """
-        return {}
 
     @torch.inference_mode()
     def sample(self, n: int, labels: Tensor | None = None,
                generator: torch.Generator | None = None) -> Tensor:
         raise NotImplementedError
 
-    # -- shared helpers --------------------------------------------------------
+    def collapse_advice(self) -> str:
+        """What to try when the progress grids show mode collapse (families refine it)."""
+        return "Try more training steps (diversity is low early in every run)."
+
+    # -- shared helpers --------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
@@ -158,8 +172,95 @@ class GenerativeModel(nn.Module):
         return bool(getattr(self.config, "conditional", False))
 
     @property
+    def num_classes(self) -> int:
+        """Classes a conditional model takes as labels (0 for an unconditional one)."""
+        return int(getattr(self.config, "num_classes", 0)) if self.conditional else 0
+
+    @property
     def image_shape(self) -> tuple[int, int, int]:
-        return tuple(getattr(self.config, "image_shape", (1, 28, 28)))  # type: ignore[return-value]
+        c, h, w = getattr(self.config, "image_shape", (1, 28, 28))
+        return int(c), int(h), int(w)
+
+    def sampling_labels(self, n: int, labels: Tensor | None = None) -> Tensor | None:
+        """Labels for ``n`` samples: None when unconditional, else ``labels`` checked, or 0, 1, ..., C-1, 0, ..."""
+        if not self.conditional:
+            return None
+        if labels is None:
+            return (torch.arange(n) % self.num_classes).to(self.device)
+        if labels.shape != (n,) or int(labels.min()) < 0 or int(labels.max()) >= self.num_classes:
+            raise ConfigError(f"labels must be {n} class indices in [0, {self.num_classes}), "
+                              f"got shape {tuple(labels.shape)}")
+        return labels.to(self.device, torch.long)
+
+
+# -- capabilities: what tools may ask of a model ----------------------------------------------
+@runtime_checkable
+class LatentModel(Protocol):
+    """A latent space: draws from the prior and a decoder (VAE, GAN).
+
+    ``latent_dim`` is the length of z; ``decode`` returns images (B, C, H, W) in [0, 1]
+    (the mean image for a VAE, the sampling network's output for a GAN).
+    """
+
+    latent_dim: int
+
+    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor: ...  # (n, D)
+
+    def decode(self, z: Tensor, labels: Tensor | None = None) -> Tensor: ...
+
+
+@runtime_checkable
+class EncoderModel(LatentModel, Protocol):
+    """A latent model that also maps images to latents: ``encode_latent`` gives one point per image
+    (a VAE's posterior mean), deterministic, so pictures of it are repeatable."""
+
+    def encode_latent(self, x: Tensor, labels: Tensor | None = None) -> Tensor: ...  # (B, D)
+
+
+@runtime_checkable
+class RankedLatentModel(LatentModel, Protocol):
+    """A latent model that can say which latent dimensions carry the most information about images
+    (a VAE: KL per dimension); tools fall back to the spread of encoded latents, or the image
+    change per unit step, for models without it."""
+
+    def latent_informativeness(self, x: Tensor, labels: Tensor | None = None) -> Tensor: ...  # (D,)
+
+
+@runtime_checkable
+class LikelihoodModel(Protocol):
+    """A lower bound on log p(x) per image, in nats (a VAE: the IWAE bound with k draws).
+
+    ``likelihood_data`` says which images the bound is a density of: ``"binary"`` (evaluate on
+    stochastically binarised images) or ``"continuous"`` (pixel intensities in [0, 1]).
+    ``likelihood_report`` returns per-image tensors (B,): at least ``"bound"``, and the
+    ``"elbo"`` where it differs; ``likelihood_summary`` adds per-dataset figures (e.g. active units).
+    """
+
+    likelihood_name: str
+    likelihood_data: str
+
+    def likelihood_report(self, x: Tensor, labels: Tensor | None = None, *, k: int,
+                          generator: torch.Generator | None = None, chunk: int | None = None) -> dict[str, Tensor]: ...
+
+    def likelihood_summary(self, x: Tensor, labels: Tensor | None = None) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class EMAModel(Protocol):
+    """Weights averaged over training steps: ``ema_pairs`` gives (averaged copy, trained module)
+    pairs that the trainer's EMA callback updates after every step at ``ema_decay``."""
+
+    ema_decay: float
+
+    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]: ...
+
+
+@runtime_checkable
+class DiagnosedModel(Protocol):
+    """A model that checks its own health on held-out images after training: returns figures for
+    ``summary.json`` and a ``"warnings"`` list shown to the user (e.g. posterior collapse)."""
+
+    def diagnose(self, images: Tensor, labels: Tensor) -> dict[str, Any]: ...
 
 
 def adam(params, lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Adam:
@@ -198,38 +299,3 @@ def optimize(loss: Tensor, optimizer: torch.optim.Optimizer, params: list[Tensor
         raise DivergenceError(f"non-finite gradient norm at step {step}")
     optimizer.step()
     return torch.ones(())
-
-
-def config_from_dict(cls: type, values: Mapping[str, Any], where: str) -> Any:
-    """Build dataclass ``cls`` from a dict, refusing unknown keys and wrong types."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(map(str, set(values) - set(fields)))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; "
-                          f"valid keys: {', '.join(sorted(fields))}")
-    converted = {k: _coerce(v, fields[k], where) for k, v in values.items()}
-    return cls(**converted)
-
-
-def _coerce(value: Any, field: dataclasses.Field, where: str) -> Any:
-    """JSON gives lists where the dataclass wants tuples; ints where it wants floats."""
-    default = field.default if field.default is not dataclasses.MISSING else None
-    if field.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        default = field.default_factory()  # type: ignore[misc]
-    if isinstance(default, tuple) and isinstance(value, list):
-        return tuple(value)
-    if isinstance(value, bool) and not isinstance(default, bool) and default is not None:
-        raise ConfigError(f"{where}.{field.name} must be {type(default).__name__}, got {value!r}")
-    if isinstance(default, float) and isinstance(value, int):
-        return float(value)
-    if default is not None and value is not None and not isinstance(value, type(default)):
-        if not (isinstance(default, float) and isinstance(value, int)):
-            raise ConfigError(f"{where}.{field.name} must be {type(default).__name__}, "
-                              f"got {value!r}")
-    return value
-
-
-def require(condition: bool, message: str) -> None:
-    """Raise ConfigError(message) unless condition holds (config validation)."""
-    if not condition:
-        raise ConfigError(message)

@@ -1,0 +1,187 @@
+"""Generative adversarial networks: the tutorial's MLP GAN, DCGAN, conditional GAN, WGAN-GP, hinge + SN.
+
+A generator G maps noise z ~ N(0, I) to an image; a discriminator (critic) D maps
+an image to one real number, a logit. They are trained in alternation
+(Goodfellow et al. 2014): ``d_steps`` updates of D on real images and
+``G(z).detach()``, then one update of G through D. With ``r = D(x)`` and
+``f = D(G(z))`` as logits, the losses (``loss`` in the config) are
+
+==========  ===============================================  ==========================
+loss        discriminator minimises                          generator minimises
+==========  ===============================================  ==========================
+ns          -log s(r) - log(1 - s(f))                        -log s(f)  (non-saturating)
+minimax     -log s(r) - log(1 - s(f))                        log(1 - s(f))  (the paper's game)
+hinge       max(0, 1 - r) + max(0, 1 + f)                    -f  (Lim & Ye 2017; Miyato 2018)
+lsgan       (r - 1)^2 / 2 + f^2 / 2                          (f - 1)^2 / 2  (Mao et al. 2017)
+wgan-gp     f - r + lambda * (|grad D(x_hat)| - 1)^2         -f  (Gulrajani et al. 2017)
+==========  ===============================================  ==========================
+
+each a mean over the batch; s is the sigmoid. ``-log s(t) = softplus(-t)`` and
+``-log(1 - s(t)) = softplus(t)``, so the cross-entropy losses are computed from
+logits without ever forming s(t), which saturates to 0 or 1 in float32.
+
+Images: the data arrive in [0, 1]; G ends in tanh and D sees images in [-1, 1]
+(``x * 2 - 1``), the DCGAN convention; :meth:`GAN.sample` maps back to [0, 1].
+
+Learning rates: ``TrainSettings.lr`` (the ``train.lr`` of the run) is the
+*generator's*; the discriminator's is ``lr * d_lr_mult`` (``d_lr_mult = 4`` with
+lr 1e-4 is the two time-scale update rule, Heusel et al. 2017, as in SAGAN).
+
+Sampling uses an exponential moving average of G's weights when ``ema_decay > 0``
+(:class:`~genlab.models.base.EMAModel`: the trainer's EMA callback updates it after every
+step). The GAN is a :class:`~genlab.models.base.LatentModel`: ``decode(z)`` is the sampling
+network's image, so interpolation and traversal work as for a VAE.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from ...errors import ConfigError
+from ..base import GenerativeModel, StepContext, StepOutput, TrainSettings, adam, optimize
+from .config import GANConfig
+from .losses import d_loss, g_loss, gradient_penalty
+from .networks import Discriminator, Generator, _apply_spectral_norm, _init_dcgan
+
+
+class GAN(GenerativeModel):
+    family = "gan"
+    config_class = GANConfig
+    default_sample_every = 500
+    # genlab 0.1's GAN kept its progress batch and the real data's diversity as buffers; both now live
+    # in the progress-grid callback, so run directories written then still load
+    retired_state_keys = frozenset({"fixed_z", "real_diversity"})
+
+    def __init__(self, config: GANConfig):
+        super().__init__(config)
+        self.generator = Generator(config)
+        self.discriminator = Discriminator(config)
+        if config.init == "dcgan":
+            _init_dcgan(self.generator)
+            _init_dcgan(self.discriminator)
+        elif config.conditional:
+            nn.init.normal_(self.discriminator.embed.weight, 0.0, 0.02)  # N(0, 1) would swamp the head
+        if config.spectral_norm:
+            _apply_spectral_norm(self.discriminator)
+        # a non-trainable copy, outside networks() and the optimisers; updated after each G step
+        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False) if config.ema_decay > 0 else None
+
+    # -- GenerativeModel interface --------------------------------------------------------
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.config.arch == "dcgan" else torch.contiguous_format
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"generator": self.generator, "discriminator": self.discriminator}
+
+    def configure_optimizers(self, settings: TrainSettings) -> dict[str, torch.optim.Optimizer]:
+        betas = tuple(self.config.betas)
+        return {
+            "generator": adam(self.generator.parameters(), lr=settings.lr, betas=betas),
+            "discriminator": adam(self.discriminator.parameters(),
+                                  lr=settings.lr * self.config.d_lr_mult, betas=betas),
+        }
+
+    def train_step(self, nets: Mapping[str, nn.Module], optimizers: Mapping[str, torch.optim.Optimizer],
+                   x: Tensor, y: Tensor, ctx: StepContext) -> dict[str, Tensor]:
+        cfg = self.config
+        if tuple(x.shape[1:]) != tuple(cfg.image_shape):
+            raise ConfigError(f"GAN configured for images {tuple(cfg.image_shape)} but the data are "
+                              f"{tuple(x.shape[1:])}; set model.image_shape to match")
+        G, D = nets["generator"], nets["discriminator"]
+        b, dev = x.shape[0], x.device
+        real = x * 2.0 - 1.0  # (B, C, H, W) in [-1, 1], G's range
+        y_real = y if cfg.conditional else None
+        d_params = list(self.discriminator.parameters())
+        g_params = list(self.generator.parameters())
+        extra: dict[str, Tensor] = {}
+        applied = torch.ones(())  # on the host, as optimize() returns it: no device sync
+
+        # 1) discriminator: d_steps updates on the same real batch, fresh z (and fake labels) each time
+        for i in range(cfg.d_steps):
+            z = ctx.noise.randn(b, cfg.latent_dim, device=dev)
+            y_fake = ctx.noise.randint(cfg.num_classes, b, device=dev) if cfg.conditional else None
+            last = i == cfg.d_steps - 1
+            with torch.set_grad_enabled(last):  # the last fake batch is reused, with its graph, for G
+                fake = G(z, y_fake)
+            r, f = D(real, y_real), D(fake.detach(), y_fake)
+            loss_d = d_loss(r, f, cfg.loss)
+            if cfg.loss == "wgan-gp":
+                eps = ctx.noise.rand(b, device=dev)
+                gp = gradient_penalty(D, real, fake, eps, y_real)
+                loss_d = loss_d + cfg.gp_weight * gp
+                extra["gp"] = gp.detach()
+            applied = applied * optimize(loss_d, optimizers["discriminator"], d_params, ctx.settings, ctx.step)
+
+        # 2) generator: through the freshly updated D, on the last D step's fake batch
+        f_g = D(fake, y_fake)
+        loss_g = g_loss(f_g, cfg.loss)
+        applied = applied * optimize(loss_g, optimizers["generator"], g_params, ctx.settings, ctx.step)
+
+        # D(x), D(G(z)) of the last D step: probabilities for the cross-entropy losses, raw scores otherwise
+        squash = torch.sigmoid if cfg.loss in ("ns", "minimax") else (lambda t: t)
+        logs = {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(), "d_real": squash(r.detach()).mean(),
+                "d_fake": squash(f.detach()).mean(), **extra}
+        return StepOutput(loss=logs["loss_d"], logs=logs, applied=applied)
+
+    # -- capabilities: EMA weights, a latent space ---------------------------------------------
+    @property
+    def ema_decay(self) -> float:
+        return self.config.ema_decay
+
+    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [] if self.generator_ema is None else [(self.generator_ema, self.generator)]
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.latent_dim
+
+    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """z ~ N(0, I), (n, latent_dim), drawn on the generator's device and moved to the model's."""
+        dev = generator.device if generator is not None else "cpu"
+        return torch.randn(n, self.config.latent_dim, generator=generator, device=dev).to(self.device)
+
+    def decode(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Images (B, C, H, W) in [0, 1] from the sampling network (the EMA copy when enabled)."""
+        return self._decode(z, self.sampling_labels(z.shape[0], labels))
+
+    @property
+    def sampling_generator(self) -> Generator:
+        """The network that makes pictures: the EMA copy when enabled, else G."""
+        return self.generator_ema if self.generator_ema is not None else self.generator
+
+    def _decode(self, z: Tensor, y: Tensor | None) -> Tensor:
+        """Images (B, C, H, W) in [0, 1] from the sampling network in eval mode (BN running stats)."""
+        net = self.sampling_generator
+        was_training = net.training
+        net.eval()
+        try:
+            return ((net(z, y) + 1.0) / 2.0).clamp(0.0, 1.0)
+        finally:
+            net.train(was_training)
+
+    @torch.inference_mode()
+    def sample(self, n: int, labels: Tensor | None = None,
+               generator: torch.Generator | None = None) -> Tensor:
+        return self.decode(self.sample_latent(n, generator), labels)
+
+    @property
+    def collapse_threshold(self) -> float:  # type: ignore[override]
+        return self.config.collapse_threshold
+
+    def collapse_advice(self) -> str:
+        """What to try, leaving out what this config already does."""
+        cfg = self.config
+        tips = []
+        if not cfg.batchnorm:
+            tips.append("model.batchnorm=true")
+        if not cfg.minibatch_std:
+            tips.append("model.minibatch_std=true")
+        if cfg.loss not in ("wgan-gp", "hinge"):
+            tips.append("the wgan-gp or hinge-sn preset")
+        tips.append("more training steps (diversity is low early in every run)")
+        return "Try " + ", ".join(tips) + "."

@@ -1,0 +1,173 @@
+"""Run directories: their names, their files, and claiming one for a new run."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import CheckpointError, GenlabError
+from .io import remove_quietly
+
+if TYPE_CHECKING:
+    from .config import RunConfig
+
+CONFIG_FILE = "config.json"  # every setting, resolved: the directory alone rebuilds its model
+MODEL_FILE = "model.safetensors"  # the final weights
+METRICS_FILE = "metrics.jsonl"  # one JSON object per log step
+SUMMARY_FILE = "summary.json"  # written last by a finished training
+CHECKPOINT_DIR = "checkpoints"  # resumable checkpoints, one folder per step
+LOCK_FILE = ".genlab-lock"  # held (flock) by the one process writing the run; never deleted while in use
+REPLACED_DIR = ".replaced"  # --overwrite: the old run waits here until the new one has started
+
+
+def default_run_dir(run: RunConfig) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{run.family}-{run.preset}-{run.data.dataset}-{stamp}"
+
+
+class RunLock:
+    """An exclusive claim on a run directory, held for the life of the process that writes it.
+
+    ``flock`` on ``RUN/.genlab-lock``: the kernel releases it when the process ends, however it
+    ends (``kill -9`` included), so a crashed run never leaves a stale claim. The file itself is
+    never deleted (not even by ``--overwrite``): deleting a lock file another process has open lets
+    a third create a new one and both would hold "the" lock.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.fd: int | None = None
+        self.replaced: Path | None = None  # the old run set aside by --overwrite, until commit()
+        self.new_run = False  # claimed for a new run: roll_back empties it again
+
+    def commit(self) -> None:
+        """The new run has started: the run it replaces (``--overwrite``) is deleted for good."""
+        self.new_run = False
+        if self.replaced is not None:
+            remove_quietly(self.replaced)
+            self.replaced = None
+
+    def roll_back(self) -> None:
+        """The new run failed before it started: delete what it wrote and put the old run back."""
+        if not self.new_run:
+            return
+        for item in self.run_dir.iterdir():
+            if item.name not in (LOCK_FILE, REPLACED_DIR):
+                remove_quietly(item)
+        if self.replaced is None:
+            return
+        for item in self.replaced.iterdir():
+            os.replace(item, self.run_dir / item.name)
+        remove_quietly(self.replaced)
+        self.replaced = None
+
+    def acquire(self) -> RunLock:
+        path = self.run_dir / LOCK_FILE
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        except OSError as e:
+            raise GenlabError(f"cannot write to {self.run_dir}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise GenlabError(f"cannot lock {path}: {e.strerror or e}") from None
+            raise GenlabError(f"{self.run_dir} is being written by another genlab process"
+                              f"{f' (pid {holder})' if holder.isdigit() else ''}; wait for it to finish, "
+                              f"or train into another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing drops the flock
+            self.fd = None
+
+
+def claim_run_dir(run_dir: Path, overwrite: bool, *, resume: bool = False) -> RunLock:
+    """Claim ``run_dir`` for this process: create it (a new run) and lock it, atomically with its checks.
+
+    A new run refuses a folder that already holds files unless ``overwrite`` (which only replaces a
+    genlab run); ``resume`` needs the run to exist. Two processes claiming one folder at once: one
+    gets it, the other a clear error, and nothing of either is mixed into the other's run.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise GenlabError(f"{run_dir} exists and is not a directory")
+    if not resume:
+        _refuse_foreign(run_dir, overwrite)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise GenlabError(f"cannot write to {run_dir}: {e.strerror or e}") from None
+    lock = RunLock(run_dir).acquire()
+    try:
+        if not resume:  # under the lock: what another process wrote before we got it counts too
+            _refuse_foreign(run_dir, overwrite)
+            _set_aside(run_dir, lock)
+            lock.new_run = True
+            probe = run_dir / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+    except OSError as e:
+        lock.release()
+        raise GenlabError(f"cannot write to {run_dir}: {e.strerror or e}") from None
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _set_aside(run_dir: Path, lock: RunLock) -> None:
+    """Move an old run's files into RUN/.replaced/ (renames: instant, no copy) for commit or roll_back.
+
+    A ``.replaced`` folder left by a run killed before it started is an older copy: it goes.
+    """
+    old = [p for p in run_dir.iterdir() if p.name not in (LOCK_FILE, REPLACED_DIR)]
+    stash = run_dir / REPLACED_DIR
+    remove_quietly(stash)
+    if not old:
+        return
+    stash.mkdir()
+    for item in old:
+        os.replace(item, stash / item.name)
+    lock.replaced = stash
+
+
+def _refuse_foreign(run_dir: Path, overwrite: bool) -> None:
+    """Refuse to clobber an earlier run unless asked; never delete a folder that is not a run."""
+    contents = [p for p in run_dir.iterdir() if p.name not in (LOCK_FILE, REPLACED_DIR)] if run_dir.is_dir() else []
+    if not contents:
+        return
+    if not overwrite:
+        raise GenlabError(f"{run_dir} already holds files; continue it with --resume {run_dir}, "
+                          f"replace it with --overwrite, or choose another --out")
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise GenlabError(f"{run_dir} is not a genlab run directory (no config.json): "
+                          f"--overwrite only replaces genlab runs; choose another --out")
+
+
+def finished_steps(run_dir: Path) -> int | None:
+    """Steps recorded by the last complete training (summary.json is written last), if any."""
+    try:
+        summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+    except (OSError, ValueError, RecursionError):
+        return None
+    steps = summary.get("steps") if isinstance(summary, dict) else None
+    return steps if isinstance(steps, int) and (run_dir / MODEL_FILE).is_file() else None
+
+
+def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """Claim, check and empty ``run_dir`` for a new run, then let the claim go (no lifetime lock)."""
+    lock = claim_run_dir(run_dir, overwrite)
+    lock.commit()
+    lock.release()
