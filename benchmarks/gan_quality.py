@@ -43,8 +43,6 @@ from genlab.training import train
 METRICS = ("fid", "kid", "is", "pr", "ks", "modes")  # everything but memorisation (slow, not a quality figure)
 
 
-
-
 def parse_presets(text: str) -> list[tuple[str, str]]:
     out = []
     for item in (s.strip() for s in text.split(",") if s.strip()):
@@ -60,20 +58,36 @@ def parse_presets(text: str) -> list[tuple[str, str]]:
 
 def train_one(family: str, preset: str, data, test, minutes: float, device: str, seed: int, out: Path) -> dict:
     p = get_preset(family, preset)
-    train_cfg = dataclasses.replace(TrainConfig(), **{**p.train, "epochs": BIG}, max_minutes=minutes,
-                                    checkpoint_every=BIG, log_every=500, seed=seed, device=device)
+    train_cfg = dataclasses.replace(
+        TrainConfig(),
+        **{**p.train, "epochs": BIG},
+        max_minutes=minutes,
+        checkpoint_every=BIG,
+        log_every=500,
+        seed=seed,
+        device=device,
+    )
     run = RunConfig(family, preset, p.model, DataConfig(data.name, "train"), train_cfg)
     run_dir = out / f"{family}-{preset}"
     result = train(run, run_dir, overwrite=True, quiet=True, data=data, heldout=test)
     model, _ = load_run(run_dir, device=device)
-    return {"model": model, "epochs": result.epochs, "steps": result.steps, "seconds": result.seconds,
-            "images_per_second": result.images_per_second, "warnings": result.summary.get("warnings", [])}
+    return {
+        "model": model,
+        "epochs": result.epochs,
+        "steps": result.steps,
+        "seconds": result.seconds,
+        "images_per_second": result.images_per_second,
+        "warnings": result.summary.get("warnings", []),
+    }
 
 
 def main(argv=None) -> int:
     ap = budget_parser(__doc__, minutes=15.0, out="runs/bench-gan-quality")
-    ap.add_argument("--presets", default="gan:seed,gan:dcgan,gan:hinge-sn,vae:seed",
-                    help="comma-separated FAMILY:PRESET list (default gan:seed,gan:dcgan,gan:hinge-sn,vae:seed)")
+    ap.add_argument(
+        "--presets",
+        default="gan:seed,gan:dcgan,gan:hinge-sn,vae:seed",
+        help="comma-separated FAMILY:PRESET list (default gan:seed,gan:dcgan,gan:hinge-sn,vae:seed)",
+    )
     ap.add_argument("-n", type=int, default=10_000, help="samples drawn and scored per model (default 10000)")
     args = ap.parse_args(argv)
 
@@ -83,9 +97,12 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     data = load_dataset(args.dataset, "train", data_dir=args.data_dir)
     test = load_dataset(args.dataset, "test", data_dir=args.data_dir)
-    print(f"{args.dataset}: {len(data)} train, {len(test)} test images; {args.minutes:g} min per model on "
-          f"{device} ({torch.get_num_threads()} CPU threads); {args.n} samples each; "
-          f"models: {', '.join(f'{f}:{p}' for f, p in presets)}", file=sys.stderr)
+    print(
+        f"{args.dataset}: {len(data)} train, {len(test)} test images; {args.minutes:g} min per model on "
+        f"{device} ({torch.get_num_threads()} CPU threads); {args.n} samples each; "
+        f"models: {', '.join(f'{f}:{p}' for f, p in presets)}",
+        file=sys.stderr,
+    )
 
     warm_up(device)
     t_start = time.perf_counter()
@@ -94,47 +111,90 @@ def main(argv=None) -> int:
         name = f"{family}:{preset}"
         set_seed(args.seed)
         t = train_one(family, preset, data, test, args.minutes, device, args.seed, out)
-        print(f"  trained {name}: {t['steps']} steps, {t['epochs']:.2f} epochs in {t['seconds']:.0f} s", file=sys.stderr)
+        print(
+            f"  trained {name}: {t['steps']} steps, {t['epochs']:.2f} epochs in {t['seconds']:.0f} s", file=sys.stderr
+        )
         g = torch.Generator().manual_seed(args.seed)
         samples = generate(t["model"], args.n, generator=g)
         grid = out / f"samples-{family}-{preset}.png"
         save_grid(samples[:100], grid, nrow=10)
         t_eval = time.perf_counter()
-        ev = evaluate_samples(samples.numpy(), args.dataset, metrics=METRICS, data_dir=args.data_dir,
-                              seed=args.seed, device=device, train_split="train",
-                              source={"benchmark": "gan_quality", "model": name, "n": args.n})
+        ev = evaluate_samples(
+            samples.numpy(),
+            args.dataset,
+            metrics=METRICS,
+            data_dir=args.data_dir,
+            seed=args.seed,
+            device=device,
+            train_split="train",
+            source={"benchmark": "gan_quality", "model": name, "n": args.n},
+        )
         del t["model"], samples
         print(f"  evaluated {name} in {time.perf_counter() - t_eval:.0f} s", file=sys.stderr)
         m = {r["key"]: r for r in ev.result["summary"]}
         extractor = extractor or m["fid"]["extractor"]
         ks = ev.result["details"]["ks"]
         modes = ev.result["details"]["modes"]
-        rows.append({
-            "model": name, "epochs": round(t["epochs"], 3), "steps": t["steps"],
-            "train_seconds": round(t["seconds"], 1), "images_per_second": round(t["images_per_second"], 1),
-            "fid": m["fid"]["value"], "kid": m["kid"]["value"], "kid_std": m["kid"]["std"],
-            "is": m["is"]["value"], "is_std": m["is"]["std"],
-            "precision": m["precision"]["value"], "recall": m["recall"]["value"],
-            "density": m["density"]["value"], "coverage": m["coverage"]["value"],
-            "classes_covered": modes["classes_covered"], "num_classes": modes["num_classes"],
-            "missing_classes": modes.get("missing_classes"), "class_kl": m["class_kl"]["value"],
-            "ks_differing": ks["n_differing"], "ks_tests": ks["n_tests"],
-            "ks_fraction_differing": round(ks["n_differing"] / max(ks["n_tests"], 1), 4),
-            "grid": str(grid), "run_dir": str(out / f"{family}-{preset}"), "warnings": t["warnings"],
-        })
+        rows.append(
+            {
+                "model": name,
+                "epochs": round(t["epochs"], 3),
+                "steps": t["steps"],
+                "train_seconds": round(t["seconds"], 1),
+                "images_per_second": round(t["images_per_second"], 1),
+                "fid": m["fid"]["value"],
+                "kid": m["kid"]["value"],
+                "kid_std": m["kid"]["std"],
+                "is": m["is"]["value"],
+                "is_std": m["is"]["std"],
+                "precision": m["precision"]["value"],
+                "recall": m["recall"]["value"],
+                "density": m["density"]["value"],
+                "coverage": m["coverage"]["value"],
+                "classes_covered": modes["classes_covered"],
+                "num_classes": modes["num_classes"],
+                "missing_classes": modes.get("missing_classes"),
+                "class_kl": m["class_kl"]["value"],
+                "ks_differing": ks["n_differing"],
+                "ks_tests": ks["n_tests"],
+                "ks_fraction_differing": round(ks["n_differing"] / max(ks["n_tests"], 1), 4),
+                "grid": str(grid),
+                "run_dir": str(out / f"{family}-{preset}"),
+                "warnings": t["warnings"],
+            }
+        )
 
-    header = (f"{'model':<14} {'epochs':>7} {'images/s':>9} {'FID':>8} {'KID':>8} {'IS':>6} {'precision':>9} "
-              f"{'recall':>7} {'coverage':>8} {'classes':>7}")
+    header = (
+        f"{'model':<14} {'epochs':>7} {'images/s':>9} {'FID':>8} {'KID':>8} {'IS':>6} {'precision':>9} "
+        f"{'recall':>7} {'coverage':>8} {'classes':>7}"
+    )
     print(f"\nextractor: {extractor}")
     print(f"{args.dataset} test split; {args.n} samples per model; {args.minutes:g} min of training each")
-    print_table(header, [f"{r['model']:<14} {r['epochs']:>7.2f} {r['images_per_second']:>9,.0f} {r['fid']:>8.2f} "
-                         f"{r['kid']:>8.4f} {r['is']:>6.2f} {r['precision']:>9.3f} {r['recall']:>7.3f} "
-                         f"{r['coverage']:>8.3f} {r['classes_covered']:>4}/{r['num_classes']:<2}" for r in rows],
-                "FID, KID: lower is better; IS (1..10), precision, recall, coverage (0..1), classes covered: higher. "
-                "Density, class KL and KS tests differing are in results.json.")
-    (out / "results.json").write_text(json.dumps(
-        {"args": vars(args), "device": device, "extractor": extractor, "metrics": list(METRICS),
-         "total_seconds": round(time.perf_counter() - t_start, 1), "rows": rows}, indent=2) + "\n")
+    print_table(
+        header,
+        [
+            f"{r['model']:<14} {r['epochs']:>7.2f} {r['images_per_second']:>9,.0f} {r['fid']:>8.2f} "
+            f"{r['kid']:>8.4f} {r['is']:>6.2f} {r['precision']:>9.3f} {r['recall']:>7.3f} "
+            f"{r['coverage']:>8.3f} {r['classes_covered']:>4}/{r['num_classes']:<2}"
+            for r in rows
+        ],
+        "FID, KID: lower is better; IS (1..10), precision, recall, coverage (0..1), classes covered: higher. "
+        "Density, class KL and KS tests differing are in results.json.",
+    )
+    (out / "results.json").write_text(
+        json.dumps(
+            {
+                "args": vars(args),
+                "device": device,
+                "extractor": extractor,
+                "metrics": list(METRICS),
+                "total_seconds": round(time.perf_counter() - t_start, 1),
+                "rows": rows,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {out / 'results.json'} and {len(rows)} sample grids", file=sys.stderr)
     return 0
 

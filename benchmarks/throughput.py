@@ -15,25 +15,24 @@ genlab's achieved training GFLOP/s against the fp32 matmul peak measured here
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
-import dataclasses
 import tempfile
 import time
 from pathlib import Path
 
-import genlab
 import torch
 
-from reference_vae import ExamplesVAE, PerItemDataset, TorchvisionMNIST, examples_loss
-
+import genlab
 from genlab.config import DataConfig, RunConfig, TrainConfig
 from genlab.data import load_dataset
+from genlab.device import resolve_precision
 from genlab.models import build_model, get_preset
 from genlab.sample import generate
-from genlab.device import resolve_precision
 from genlab.training import train
+from reference_vae import ExamplesVAE, PerItemDataset, TorchvisionMNIST, examples_loss
 
 DEFAULT_PRESETS = "vae:seed,vae:mlp,vae:conv,gan:seed,gan:dcgan"
 WARM_UP_STEPS = 20  # genlab's first log line comes after these; the rate is measured from there
@@ -46,8 +45,9 @@ REFERENCE_DATASETS = {
 }
 
 
-def reference_images_per_second(images: torch.Tensor, batch_size: int, seconds: float,
-                                dataset: str = "torchvision") -> float:
+def reference_images_per_second(
+    images: torch.Tensor, batch_size: int, seconds: float, dataset: str = "torchvision"
+) -> float:
     torch.manual_seed(0)
     model = ExamplesVAE()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -72,12 +72,20 @@ def reference_images_per_second(images: torch.Tensor, batch_size: int, seconds: 
 
 
 # -- genlab -------------------------------------------------------------------------------------------
-def genlab_train_images_per_second(family: str, preset: str, data, batch_size: int | None,
-                                   seconds: float, **train_overrides) -> tuple[float, int, str]:
+def genlab_train_images_per_second(
+    family: str, preset: str, data, batch_size: int | None, seconds: float, **train_overrides
+) -> tuple[float, int, str]:
     """Images/s between the first and the last log line: like the reference, warm-up steps don't count."""
     p = get_preset(family, preset)
-    train_cfg = {**dataclasses.asdict(TrainConfig()), **p.train, "epochs": 1000, "log_every": WARM_UP_STEPS,
-                 "checkpoint_every": 10**9, "max_minutes": seconds / 60, **train_overrides}
+    train_cfg = {
+        **dataclasses.asdict(TrainConfig()),
+        **p.train,
+        "epochs": 1000,
+        "log_every": WARM_UP_STEPS,
+        "checkpoint_every": 10**9,
+        "max_minutes": seconds / 60,
+        **train_overrides,
+    }
     if batch_size:
         train_cfg["batch_size"] = batch_size
     run = RunConfig(family, preset, p.model, DataConfig("fashion-mnist", "train"), TrainConfig(**train_cfg))
@@ -153,10 +161,16 @@ def main() -> None:
     ap.add_argument("--presets", default=DEFAULT_PRESETS)
     ap.add_argument("--data-dir", default=None, help="Fashion-MNIST folder (default: genlab's lookup)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
-    ap.add_argument("--precision", default="preset", choices=["preset", "fp32", "bf16", "auto"],
-                    help="each preset's own setting (default), or this for all (bf16: autocast)")
+    ap.add_argument(
+        "--precision",
+        default="preset",
+        choices=["preset", "fp32", "bf16", "auto"],
+        help="each preset's own setting (default), or this for all (bf16: autocast)",
+    )
     ap.add_argument("--compile", action="store_true", help="torch.compile the networks")
-    ap.add_argument("--rounds", type=int, default=6, help="alternating reference/genlab rounds (median of their ratios)")
+    ap.add_argument(
+        "--rounds", type=int, default=6, help="alternating reference/genlab rounds (median of their ratios)"
+    )
     ap.add_argument("--no-reference", action="store_true", help="skip the pytorch/examples comparison")
     args = ap.parse_args()
     overrides = {"device": args.device, "compile": args.compile}
@@ -164,16 +178,19 @@ def main() -> None:
         overrides["precision"] = args.precision
 
     data = load_dataset("fashion-mnist", "train", data_dir=args.data_dir)
-    print(f"genlab {genlab.__version__}, torch {torch.__version__}, {torch.get_num_threads()} threads "
-          f"(OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}), device {args.device}, "
-          f"precision: {args.precision}{', compiled' if args.compile else ''}, Fashion-MNIST train "
-          f"({data.images.shape[0]} images), {args.seconds:.0f} s per measurement\n")
+    print(
+        f"genlab {genlab.__version__}, torch {torch.__version__}, {torch.get_num_threads()} threads "
+        f"(OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}), device {args.device}, "
+        f"precision: {args.precision}{', compiled' if args.compile else ''}, Fashion-MNIST train "
+        f"({data.images.shape[0]} images), {args.seconds:.0f} s per measurement\n"
+    )
     print(f"{'preset':<12} {'batch':>6} {'precision':>9} {'train img/s':>12} {'sample img/s':>13}")
     for item in args.presets.split(","):
         family, preset = item.split(":")
         try:
-            ips, batch, precision = genlab_train_images_per_second(family, preset, data, None, args.seconds,
-                                                                   **overrides)
+            ips, batch, precision = genlab_train_images_per_second(
+                family, preset, data, None, args.seconds, **overrides
+            )
         except Exception as e:  # a family not installed yet is reported, not fatal
             print(f"{item:<12} skipped: {e}")
             continue
@@ -188,12 +205,18 @@ def main() -> None:
     peak = matmul_peak_gflops()
     print(f"\nfp32 matmul peak (2048x2048): {peak:,.1f} GFLOP/s")
     counted, formula = counted_training_flops_per_image(), mlp_vae_training_flops_per_image()
-    print(f"mlp VAE training step: {formula / 1e6:.3f} MFLOP per image by formula, "
-          f"{counted / 1e6:.3f} by torch's FlopCounterMode")
-    print("reference: pytorch/examples' vae/main.py loop; 'torchvision' = its data pipeline as written "
-          "(MNIST + ToTensor per item), 'lean' = the same loop over an in-memory per-item Dataset")
-    print(f"\n{'mlp VAE':<14} {'batch':>6} {'genlab img/s':>13} {'GFLOP/s':>8} {'% peak':>7}   "
-          + "   ".join(f"{'vs ' + name:>16}" for name in REFERENCE_DATASETS))
+    print(
+        f"mlp VAE training step: {formula / 1e6:.3f} MFLOP per image by formula, "
+        f"{counted / 1e6:.3f} by torch's FlopCounterMode"
+    )
+    print(
+        "reference: pytorch/examples' vae/main.py loop; 'torchvision' = its data pipeline as written "
+        "(MNIST + ToTensor per item), 'lean' = the same loop over an in-memory per-item Dataset"
+    )
+    print(
+        f"\n{'mlp VAE':<14} {'batch':>6} {'genlab img/s':>13} {'GFLOP/s':>8} {'% peak':>7}   "
+        + "   ".join(f"{'vs ' + name:>16}" for name in REFERENCE_DATASETS)
+    )
     for batch in (128, 512):
         # Rounds alternate reference and genlab, and medians are compared, so a slow spell of
         # this shared machine lands on both sides instead of on one.
@@ -203,18 +226,28 @@ def main() -> None:
             for name in refs:
                 refs[name].append(reference_images_per_second(data.images, batch, args.seconds / args.rounds, name))
             for precision in ours:
-                ours[precision].append(genlab_train_images_per_second(
-                    "vae", "mlp", data, batch, args.seconds / args.rounds, **{**overrides, "precision": precision})[0])
-        print(f"{'  reference':<14} {batch:>6} " + " " * 32
-              + "   ".join(f"{f'{statistics.median(v):,.0f} img/s':>16}" for v in refs.values()))
+                ours[precision].append(
+                    genlab_train_images_per_second(
+                        "vae", "mlp", data, batch, args.seconds / args.rounds, **{**overrides, "precision": precision}
+                    )[0]
+                )
+        print(
+            f"{'  reference':<14} {batch:>6} "
+            + " " * 32
+            + "   ".join(f"{f'{statistics.median(v):,.0f} img/s':>16}" for v in refs.values())
+        )
         for precision, values in ours.items():
             ips = statistics.median(values)
             gflops = ips * mlp_vae_training_flops_per_image() / 1e9
             label = f"  genlab {precision}{'*' if precision == mlp_precision else ''}"
-            print(f"{label:<14} {batch:>6} {ips:>13,.0f} {gflops:>8.1f} {100 * gflops / peak:>6.1f}%   "
-                  + "   ".join(f"{f'{paired_ratio(values, v):.2f}x':>16}" for v in refs.values()))
-    print(f"\nimages/s: medians of {args.rounds} alternating rounds of {args.seconds / args.rounds:g} s each; "
-          "ratios: the median of the rounds' own ratios; * = the precision the mlp preset trains in here")
+            print(
+                f"{label:<14} {batch:>6} {ips:>13,.0f} {gflops:>8.1f} {100 * gflops / peak:>6.1f}%   "
+                + "   ".join(f"{f'{paired_ratio(values, v):.2f}x':>16}" for v in refs.values())
+            )
+    print(
+        f"\nimages/s: medians of {args.rounds} alternating rounds of {args.seconds / args.rounds:g} s each; "
+        "ratios: the median of the rounds' own ratios; * = the precision the mlp preset trains in here"
+    )
 
 
 def paired_ratio(ours: list[float], reference: list[float]) -> float:

@@ -30,8 +30,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reference_vae import ExamplesVAE, TorchvisionMNIST, examples_loss
-
 from common import BIG, auto_device, budget_parser, print_table, warm_up
 from genlab.config import DataConfig, RunConfig, TrainConfig
 from genlab.data import load_dataset
@@ -43,7 +41,7 @@ from genlab.models.vae.likelihood import bounds
 from genlab.nll import evaluate_likelihood
 from genlab.seeding import set_seed
 from genlab.training import train
-
+from reference_vae import ExamplesVAE, TorchvisionMNIST, examples_loss
 
 
 # -- the reference: pytorch/examples vae/main.py (benchmarks/reference_vae.py) ---------------------
@@ -124,8 +122,15 @@ def train_genlab(spec: str, data, test, minutes: float, device: str, seed: int, 
     fields = {**dataclasses.asdict(p.model), **overrides, "binarize": True}  # --set model.binarize=true
     model_cfg = config_from_dict(VAEConfig, fields, "model")
     out = out / spec.replace(":", "-").replace("=", "")
-    train_cfg = dataclasses.replace(TrainConfig(), **{**p.train, "epochs": BIG}, max_minutes=minutes,
-                                    checkpoint_every=BIG, log_every=500, seed=seed, device=device)
+    train_cfg = dataclasses.replace(
+        TrainConfig(),
+        **{**p.train, "epochs": BIG},
+        max_minutes=minutes,
+        checkpoint_every=BIG,
+        log_every=500,
+        seed=seed,
+        device=device,
+    )
     if train_cfg.lr_schedule != "constant":
         # A decaying rate must end where the budget does: lr_clock=time spans the decay over the
         # minutes instead of a step count that a probe of the machine's speed would have to guess.
@@ -138,16 +143,17 @@ def train_genlab(spec: str, data, test, minutes: float, device: str, seed: int, 
     return {"model": model, "epochs": result.epochs, "images_per_second": result.images_per_second}
 
 
-
-
 # -- main ---------------------------------------------------------------------------------------------
 def main(argv=None) -> int:
     ap = budget_parser(__doc__, minutes=10.0, out="runs/bench-vae-quality")
     ap.add_argument("--eval-images", type=int, default=2000, help="test images evaluated (default 2000)")
     ap.add_argument("--k", type=int, default=1000, help="importance samples per image (default 1000)")
-    ap.add_argument("--presets", default="mlp,conv,vamp",
-                    help="genlab presets to train, each optionally with model overrides as PRESET:KEY=VALUE[:KEY=VALUE] "
-                         "(default mlp,conv,vamp)")
+    ap.add_argument(
+        "--presets",
+        default="mlp,conv,vamp",
+        help="genlab presets to train, each optionally with model overrides as PRESET:KEY=VALUE[:KEY=VALUE] "
+        "(default mlp,conv,vamp)",
+    )
     args = ap.parse_args(argv)
 
     device = auto_device() if args.device == "auto" else args.device
@@ -155,9 +161,11 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     data = load_dataset(args.dataset, "train", data_dir=args.data_dir)
     test = load_dataset(args.dataset, "test", data_dir=args.data_dir)
-    print(f"{args.dataset}: {len(data)} train, {len(test)} test images; {args.minutes:g} min per model on "
-          f"{device} ({torch.get_num_threads()} CPU threads); eval: {args.eval_images} test images, k={args.k}",
-          file=sys.stderr)
+    print(
+        f"{args.dataset}: {len(data)} train, {len(test)} test images; {args.minutes:g} min per model on "
+        f"{device} ({torch.get_num_threads()} CPU threads); eval: {args.eval_images} test images, k={args.k}",
+        file=sys.stderr,
+    )
 
     warm_up(device)
     trained = {}
@@ -172,26 +180,44 @@ def main(argv=None) -> int:
     rows = []
     for name, t in trained.items():
         ev = evaluate_likelihood(t["model"], test, k=args.k, n_images=args.eval_images, seed=0, binarize=True)
-        rows.append({"model": name, "epochs": round(t["epochs"], 3), "images_per_second": round(t["images_per_second"], 1),
-                     "test_elbo_nats": ev["elbo_nats"], "iwae_nll_nats": ev["iwae_nll_nats"],
-                     "iwae_nll_sem": ev["iwae_nll_sem"], "active_units": ev["active_units"],
-                     "latent_dim": ev["latent_dim"]})
+        rows.append(
+            {
+                "model": name,
+                "epochs": round(t["epochs"], 3),
+                "images_per_second": round(t["images_per_second"], 1),
+                "test_elbo_nats": ev["elbo_nats"],
+                "iwae_nll_nats": ev["iwae_nll_nats"],
+                "iwae_nll_sem": ev["iwae_nll_sem"],
+                "active_units": ev["active_units"],
+                "latent_dim": ev["latent_dim"],
+            }
+        )
     ref_row = rows[-1]
     for r in rows:
         r["nll_minus_reference"] = round(r["iwae_nll_nats"] - ref_row["iwae_nll_nats"], 3)
         r["speed_vs_reference"] = round(r["images_per_second"] / ref_row["images_per_second"], 2)
 
     w = max(18, *(len(r["model"]) for r in rows))
-    header = (f"{'model':<{w}} {'epochs':>7} {'images/s':>9} {'test ELBO':>10} {f'IWAE NLL (k={args.k})':>17} "
-              f"{'NLL - ref':>9} {'speed/ref':>9} {'active':>7}")
-    print(f"\n{args.dataset} test, first {min(args.eval_images, len(test))} images binarised (seed 0); nats; "
-          f"{args.minutes:g} min of training each")
-    print_table(header, [f"{r['model']:<{w}} {r['epochs']:>7.2f} {r['images_per_second']:>9,.0f} "
-                         f"{r['test_elbo_nats']:>10.2f} {r['iwae_nll_nats']:>10.2f} +/-{r['iwae_nll_sem']:<4.2f} "
-                         f"{r['nll_minus_reference']:>+9.2f} {r['speed_vs_reference']:>8.2f}x "
-                         f"{r['active_units']:>3}/{r['latent_dim']:<3}" for r in rows],
-                "NLL - ref < 0: better than pytorch/examples under the same budget. +/-: standard error over "
-                "images (the models share the test images, so differences are tighter than that).")
+    header = (
+        f"{'model':<{w}} {'epochs':>7} {'images/s':>9} {'test ELBO':>10} {f'IWAE NLL (k={args.k})':>17} "
+        f"{'NLL - ref':>9} {'speed/ref':>9} {'active':>7}"
+    )
+    print(
+        f"\n{args.dataset} test, first {min(args.eval_images, len(test))} images binarised (seed 0); nats; "
+        f"{args.minutes:g} min of training each"
+    )
+    print_table(
+        header,
+        [
+            f"{r['model']:<{w}} {r['epochs']:>7.2f} {r['images_per_second']:>9,.0f} "
+            f"{r['test_elbo_nats']:>10.2f} {r['iwae_nll_nats']:>10.2f} +/-{r['iwae_nll_sem']:<4.2f} "
+            f"{r['nll_minus_reference']:>+9.2f} {r['speed_vs_reference']:>8.2f}x "
+            f"{r['active_units']:>3}/{r['latent_dim']:<3}"
+            for r in rows
+        ],
+        "NLL - ref < 0: better than pytorch/examples under the same budget. +/-: standard error over "
+        "images (the models share the test images, so differences are tighter than that).",
+    )
     (out / "results.json").write_text(json.dumps({"args": vars(args), "device": device, "rows": rows}, indent=2) + "\n")
     return 0
 

@@ -18,9 +18,16 @@ from torch import nn
 
 from genlab.models import build_model
 from genlab.models.base import StepContext, StepNoise, TrainSettings
-from genlab.models.gan import PRESETS, GAN, GANConfig
-from genlab.training.callbacks import (EMA, LatentPictures, ProgressGrid, default_callbacks, ema_decay_at,
-                                       ema_update, mean_pairwise_distance)
+from genlab.models.gan import GAN, PRESETS, GANConfig
+from genlab.training.callbacks import (
+    EMA,
+    LatentPictures,
+    ProgressGrid,
+    default_callbacks,
+    ema_decay_at,
+    ema_update,
+    mean_pairwise_distance,
+)
 
 
 @dataclasses.dataclass

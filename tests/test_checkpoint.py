@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from genlab import checkpoint as ckpt
-from genlab.runs import LOCK_FILE
 from genlab.errors import CheckpointError, DivergenceError, GenlabError
+from genlab.runs import LOCK_FILE
 
 
 def tiny() -> nn.Module:
@@ -186,9 +186,20 @@ def test_full_disk_mid_checkpoint_keeps_the_earlier_ones(tmp_path, monkeypatch):
     assert no_temp_files(tmp_path)
 
 
-@pytest.mark.parametrize("content", ["", "[]", '{"step": "3", "state": {}}', '{"step": -1, "state": {}}',
-                                     '{"state": {}}', '{"step": 1}', '{"step": 1, "state": {"__tensor__": "gone"}}',
-                                     '{"step": 1, "state": {"__dict__": [[1]]}}', '{"step": 1, "state": {"__x__": 1}}'])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "",
+        "[]",
+        '{"step": "3", "state": {}}',
+        '{"step": -1, "state": {}}',
+        '{"state": {}}',
+        '{"step": 1}',
+        '{"step": 1, "state": {"__tensor__": "gone"}}',
+        '{"step": 1, "state": {"__dict__": [[1]]}}',
+        '{"step": 1, "state": {"__x__": 1}}',
+    ],
+)
 def test_damaged_state_json(tmp_path, content):
     path = ckpt.save_checkpoint(tmp_path, 1, tiny(), {"a": torch.ones(1)}, keep=1)
     (path / "state.json").write_text(content)

@@ -13,13 +13,41 @@ import pytest
 
 from genlab.cli import main
 
-RUN_FILES = {"config.json", "model.safetensors", "metrics.jsonl", "samples.png", "loss.png", "summary.json",
-             "latent.png", "manifold.png"}
+RUN_FILES = {
+    "config.json",
+    "model.safetensors",
+    "metrics.jsonl",
+    "samples.png",
+    "loss.png",
+    "summary.json",
+    "latent.png",
+    "manifold.png",
+}
 
 
 def train_seed(mnist_dir: Path, out: Path, *extra: str) -> int:
-    return main(["train", "vae", "--preset", "seed", "--dataset", "mnist", "--data-dir", str(mnist_dir),
-                 "--split", "test", "--max-steps", "60", "--log-every", "20", "--out", str(out), "--quiet", *extra])
+    return main(
+        [
+            "train",
+            "vae",
+            "--preset",
+            "seed",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            str(mnist_dir),
+            "--split",
+            "test",
+            "--max-steps",
+            "60",
+            "--log-every",
+            "20",
+            "--out",
+            str(out),
+            "--quiet",
+            *extra,
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -76,19 +104,22 @@ def test_existing_run_is_not_overwritten(mnist_dir, seed_run, capsys):
     assert (seed_run / "model.safetensors").read_bytes() == before
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--lr", "-1"], "lr"),
-    (["--batch-size", "0"], "batch_size"),
-    (["--latent-dim", "0"], "latent_dim"),
-    (["--preset", "nope"], "unknown vae preset"),
-    (["--set", "model.colour=1"], "unknown key"),
-    (["--on-nonfinite", "ignore"], "on_nonfinite"),
-    (["--lr-schedule", "step"], "lr_schedule"),
-    (["--warmup-steps", "-1"], "warmup_steps"),
-    (["--lr-clock", "wall"], "lr_clock"),
-    (["--lr-clock", "time"], "--max-minutes"),  # nothing to decay over
-    (["--set", "model.top_latent_dim=-2"], "top_latent_dim"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--lr", "-1"], "lr"),
+        (["--batch-size", "0"], "batch_size"),
+        (["--latent-dim", "0"], "latent_dim"),
+        (["--preset", "nope"], "unknown vae preset"),
+        (["--set", "model.colour=1"], "unknown key"),
+        (["--on-nonfinite", "ignore"], "on_nonfinite"),
+        (["--lr-schedule", "step"], "lr_schedule"),
+        (["--warmup-steps", "-1"], "warmup_steps"),
+        (["--lr-clock", "wall"], "lr_clock"),
+        (["--lr-clock", "time"], "--max-minutes"),  # nothing to decay over
+        (["--set", "model.top_latent_dim=-2"], "top_latent_dim"),
+    ],
+)
 def test_bad_settings_give_one_clear_error(mnist_dir, tmp_path, capsys, args, words):
     code = train_seed(mnist_dir, tmp_path / "r", *args)
     err = capsys.readouterr().err.strip()
@@ -100,8 +131,20 @@ def test_bad_settings_give_one_clear_error(mnist_dir, tmp_path, capsys, args, wo
 def test_unknown_dataset_and_missing_split(mnist_dir, tmp_path, capsys):
     code = main(["train", "vae", "--dataset", "cifar", "--data-dir", str(mnist_dir), "--out", str(tmp_path / "a")])
     assert code == 2 and "cifar" in capsys.readouterr().err
-    code = main(["train", "vae", "--dataset", "mnist", "--data-dir", str(mnist_dir), "--split", "train",
-                 "--out", str(tmp_path / "b")])
+    code = main(
+        [
+            "train",
+            "vae",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            str(mnist_dir),
+            "--split",
+            "train",
+            "--out",
+            str(tmp_path / "b"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "--split test" in err
 
@@ -130,8 +173,12 @@ def test_console_entry_point_and_exit_code(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     ok = subprocess.run([sys.executable, "-m", "genlab", "presets"], capture_output=True, text=True, env=env)
     assert ok.returncode == 0 and "vae seed" in ok.stdout and "vae seed-sum" in ok.stdout
-    bad = subprocess.run([sys.executable, "-m", "genlab", "sample", str(tmp_path), "--out", "x.npy"],
-                         capture_output=True, text=True, env=env)
+    bad = subprocess.run(
+        [sys.executable, "-m", "genlab", "sample", str(tmp_path), "--out", "x.npy"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert bad.returncode == 2 and bad.stderr.startswith("genlab: error:") and "Traceback" not in bad.stderr
 
 

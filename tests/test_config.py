@@ -24,10 +24,18 @@ def base(family: str = "vae", preset: str = "seed") -> dict:
 
 
 # What json.loads can return: the values a hostile config.json can hold.
-json_scalars = st.none() | st.booleans() | st.integers(min_value=-2**70, max_value=2**70) | \
-    st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=8)
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(st.text(max_size=6), inner, max_size=4), max_leaves=10)
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=8)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=10,
+)
 # ... plus what a Python caller might pass to from_dict
 any_values = json_values | st.tuples(json_scalars) | st.sets(st.integers(), max_size=3) | st.just(object())
 
@@ -81,9 +89,12 @@ def test_arbitrary_objects_raise_config_error(d):
 
 
 @SETTINGS
-@given(st.sampled_from([TrainConfig, DataConfig]),
-       st.dictionaries(st.text(max_size=12) | st.sampled_from(field_names("train") + field_names("data")),
-                       any_values, max_size=5))
+@given(
+    st.sampled_from([TrainConfig, DataConfig]),
+    st.dictionaries(
+        st.text(max_size=12) | st.sampled_from(field_names("train") + field_names("data")), any_values, max_size=5
+    ),
+)
 def test_config_from_dict_then_validate_raise_only_config_error(cls, values):
     try:
         config_from_dict(cls, values, "x").validate()
@@ -95,17 +106,24 @@ def test_config_from_dict_then_validate_raise_only_config_error(cls, values):
 def valid_train(draw) -> TrainConfig:
     max_minutes = draw(st.none() | st.floats(min_value=1e-3, max_value=1e6))
     return TrainConfig(
-        epochs=draw(st.integers(1, 1000)), batch_size=draw(st.integers(1, 10**5)),
+        epochs=draw(st.integers(1, 1000)),
+        batch_size=draw(st.integers(1, 10**5)),
         lr=draw(st.floats(min_value=1e-12, max_value=10.0)),
-        lr_schedule=draw(st.sampled_from(["constant", "cosine", "linear"])), warmup_steps=draw(st.integers(0, 10**6)),
+        lr_schedule=draw(st.sampled_from(["constant", "cosine", "linear"])),
+        warmup_steps=draw(st.integers(0, 10**6)),
         seed=draw(st.integers(0, 2**63 - 1)),
-        device=draw(st.sampled_from(["auto", "cpu", "cuda", "cuda:3"])), log_every=draw(st.integers(1, 10**6)),
-        checkpoint_every=draw(st.integers(0, 10**6)), keep_checkpoints=draw(st.integers(1, 100)),
+        device=draw(st.sampled_from(["auto", "cpu", "cuda", "cuda:3"])),
+        log_every=draw(st.integers(1, 10**6)),
+        checkpoint_every=draw(st.integers(0, 10**6)),
+        keep_checkpoints=draw(st.integers(1, 100)),
         grad_clip=draw(st.none() | st.floats(min_value=1e-9, max_value=1e9)),
-        on_nonfinite=draw(st.sampled_from(["stop", "skip"])), sample_every=draw(st.integers(0, 10**6)),
+        on_nonfinite=draw(st.sampled_from(["stop", "skip"])),
+        sample_every=draw(st.integers(0, 10**6)),
         max_steps=draw(st.none() | st.integers(1, 10**9)),
-        max_minutes=max_minutes, compile=draw(st.booleans()),
-        lr_clock=draw(st.sampled_from(["steps"] if max_minutes is None else ["steps", "time"])))
+        max_minutes=max_minutes,
+        compile=draw(st.booleans()),
+        lr_clock=draw(st.sampled_from(["steps"] if max_minutes is None else ["steps", "time"])),
+    )
 
 
 @st.composite
@@ -113,12 +131,17 @@ def valid_runs(draw) -> RunConfig:
     from genlab.models.vae import PRESETS
 
     preset = draw(st.sampled_from(sorted(PRESETS)))
-    model = dataclasses.replace(PRESETS[preset].model, latent_dim=draw(st.integers(1, 512)),
-                                beta=draw(st.floats(min_value=0, max_value=100)),
-                                hidden=tuple(draw(st.lists(st.integers(1, 2048), min_size=1, max_size=4))))
-    data = DataConfig(dataset=draw(st.sampled_from(["mnist", "fashion-mnist"])),
-                      split=draw(st.sampled_from(["train", "test"])),
-                      data_dir=draw(st.none() | st.text(max_size=20)))
+    model = dataclasses.replace(
+        PRESETS[preset].model,
+        latent_dim=draw(st.integers(1, 512)),
+        beta=draw(st.floats(min_value=0, max_value=100)),
+        hidden=tuple(draw(st.lists(st.integers(1, 2048), min_size=1, max_size=4))),
+    )
+    data = DataConfig(
+        dataset=draw(st.sampled_from(["mnist", "fashion-mnist"])),
+        split=draw(st.sampled_from(["train", "test"])),
+        data_dir=draw(st.none() | st.text(max_size=20)),
+    )
     return RunConfig("vae", preset, model, data, draw(valid_train()))
 
 
@@ -132,20 +155,23 @@ def test_valid_configs_round_trip(run):
     assert config_differences(d, again.to_dict()) == []
 
 
-@pytest.mark.parametrize("section, key, value, words", [
-    ("train", "lr", -1e-3, "train.lr"),
-    ("train", "lr", math.nan, "train.lr"),
-    ("train", "batch_size", 0, "train.batch_size"),
-    ("train", "epochs", True, "train.epochs must be int"),
-    ("train", "grad_clip", "big", "train.grad_clip"),
-    ("train", "seed", 2**64, "train.seed"),
-    ("train", "device", "cuda:x", "train.device"),
-    ("model", "latent_dim", 0, "latent_dim"),
-    ("model", "hidden", ["a"], "hidden"),
-    ("model", "shape", 1, "unknown key(s) shape"),
-    ("data", "dataset", "cifar", "cifar"),
-    ("data", "data_dir", 5, "data.data_dir"),
-])
+@pytest.mark.parametrize(
+    "section, key, value, words",
+    [
+        ("train", "lr", -1e-3, "train.lr"),
+        ("train", "lr", math.nan, "train.lr"),
+        ("train", "batch_size", 0, "train.batch_size"),
+        ("train", "epochs", True, "train.epochs must be int"),
+        ("train", "grad_clip", "big", "train.grad_clip"),
+        ("train", "seed", 2**64, "train.seed"),
+        ("train", "device", "cuda:x", "train.device"),
+        ("model", "latent_dim", 0, "latent_dim"),
+        ("model", "hidden", ["a"], "hidden"),
+        ("model", "shape", 1, "unknown key(s) shape"),
+        ("data", "dataset", "cifar", "cifar"),
+        ("data", "data_dir", 5, "data.data_dir"),
+    ],
+)
 def test_bad_values_are_named(section, key, value, words):
     d = base()
     d[section][key] = value

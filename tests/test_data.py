@@ -53,9 +53,7 @@ def write_file(path: Path, payload: bytes, *, compress: bool) -> Path:
     return path
 
 
-def write_split(
-    folder: Path, images: np.ndarray, labels: np.ndarray, names: tuple[str, str] = MNIST_TRAIN
-) -> None:
+def write_split(folder: Path, images: np.ndarray, labels: np.ndarray, names: tuple[str, str] = MNIST_TRAIN) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     write_file(folder / names[0], idx_bytes(images), compress=True)
     write_file(folder / names[1], idx_bytes(labels), compress=True)
@@ -129,9 +127,7 @@ def test_search_dirs_explicit_data_dir_wins_over_env(
     assert data.search_dirs("mnist")[:2] == [tmp_path / "from-env", tmp_path / "from-env" / "mnist"]
 
 
-def test_cache_dir_ignores_relative_xdg(
-    isolated_data_env: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_cache_dir_ignores_relative_xdg(isolated_data_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
     expected = isolated_data_env / "home" / ".cache" / "genlab" / "datasets" / "fashion-mnist"
     assert data.cache_dir("fashion-mnist") == expected
@@ -183,12 +179,20 @@ _VALID = idx_bytes(np.arange(24, dtype=np.uint8).reshape(2, 3, 4))
         (_VALID[:6], "truncated: the IDX dimensions need 12 bytes, the file has 2"),
         (b"", "truncated: the IDX header needs 4 bytes, the file has 0"),
     ],
-    ids=["truncated", "trailing", "magic", "type", "zero-dim", "0-dims", "5-dims", "absurd",
-         "short-dims", "empty"],  # fmt: skip
+    ids=[
+        "truncated",
+        "trailing",
+        "magic",
+        "type",
+        "zero-dim",
+        "0-dims",
+        "5-dims",
+        "absurd",
+        "short-dims",
+        "empty",
+    ],  # fmt: skip
 )
-def test_read_idx_rejects_malformed(
-    tmp_path: Path, payload: bytes, fragment: str, compress: bool
-) -> None:
+def test_read_idx_rejects_malformed(tmp_path: Path, payload: bytes, fragment: str, compress: bool) -> None:
     path = write_file(tmp_path / "bad-file", payload, compress=compress)
     with pytest.raises(DataError, match="bad-file") as info:
         data.read_idx(path)
@@ -345,9 +349,7 @@ def test_unknown_hash_is_unverified_not_mismatch(tmp_path: Path) -> None:
     ],
     ids=["count", "range", "image-shape", "label-shape", "image-dtype"],
 )
-def test_inconsistent_files_are_rejected(
-    tmp_path: Path, images: np.ndarray, labels: np.ndarray, fragment: str
-) -> None:
+def test_inconsistent_files_are_rejected(tmp_path: Path, images: np.ndarray, labels: np.ndarray, fragment: str) -> None:
     write_split(tmp_path, images, labels)
     with pytest.raises(DataError, match=fragment):
         data.load_dataset("mnist", "train", data_dir=tmp_path, download=False)
@@ -412,9 +414,7 @@ class _Response(io.BytesIO):
         return super().read(size if self.fail_after is None else min(size or 1, self.fail_after))
 
 
-def _serve(
-    monkeypatch: pytest.MonkeyPatch, respond: Callable[[str], _Response]
-) -> list[str]:
+def _serve(monkeypatch: pytest.MonkeyPatch, respond: Callable[[str], _Response]) -> list[str]:
     calls: list[str] = []
 
     def fake_urlopen(url: str, timeout: float | None = None) -> _Response:

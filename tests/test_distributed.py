@@ -16,16 +16,36 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 def _train(cmd_prefix: list[str], out: Path, mnist_dir: Path, extra: list[str], steps: str = "6") -> None:
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
-    args = ["-m", "genlab", "train", "vae", "--preset", "mlp", "--dataset", "mnist", "--data-dir",
-            str(mnist_dir), "--split", "test", "--batch-size", "64", "--max-steps", steps, "--out", str(out),
-            "--precision", "fp32", "--quiet", *extra]  # fp32: bf16 would round the two batch splits differently
+    args = [
+        "-m",
+        "genlab",
+        "train",
+        "vae",
+        "--preset",
+        "mlp",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        str(mnist_dir),
+        "--split",
+        "test",
+        "--batch-size",
+        "64",
+        "--max-steps",
+        steps,
+        "--out",
+        str(out),
+        "--precision",
+        "fp32",
+        "--quiet",
+        *extra,
+    ]  # fp32: bf16 would round the two batch splits differently
     done = subprocess.run([*cmd_prefix, *args], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
 def test_two_gloo_processes_match_one_process(mnist_dir, tmp_path):
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                "--master-port", "29533"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533"]
     _train(torchrun, tmp_path / "two", mnist_dir, [])
     _train([sys.executable], tmp_path / "one", mnist_dir, [])
     one = load_file(tmp_path / "one" / "model.safetensors")
@@ -46,11 +66,15 @@ def test_two_processes_share_one_time_clock_and_stop_together(mnist_dir, tmp_pat
     """--lr-clock time under torchrun: the clock travels in the per-step all-reduce (in float64), the
     rate decays over the 6-s budget and both processes stop there. (That the two processes use the
     same rate is not visible from outside: only rank 0 writes.)"""
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                "--master-port", "29534"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29534"]
     out = tmp_path / "timed"
-    _train(torchrun, out, mnist_dir, ["--lr-schedule", "cosine", "--lr-clock", "time", "--max-minutes", "0.1",
-                                      "--log-every", "5"], steps="1000000")
+    _train(
+        torchrun,
+        out,
+        mnist_dir,
+        ["--lr-schedule", "cosine", "--lr-clock", "time", "--max-minutes", "0.1", "--log-every", "5"],
+        steps="1000000",
+    )
     rates = [r["lr"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "lr" in r]
     assert len(rates) > 3 and rates == sorted(rates, reverse=True)  # decaying over the 6 s
     # and well down when the budget ran out (the preset's lr is 1e-3); the slack allows a 3-s stall

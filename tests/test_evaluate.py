@@ -16,8 +16,14 @@ import pytest
 from genlab.cli import main
 from genlab.data import load_dataset
 from genlab.errors import GenlabError
-from genlab.evaluate import (Extractor, evaluate_path, parse_metrics, reference_statistics,
-                             shipped_classifier_path, stats_cache_dir)
+from genlab.evaluate import (
+    Extractor,
+    evaluate_path,
+    parse_metrics,
+    reference_statistics,
+    shipped_classifier_path,
+    stats_cache_dir,
+)
 from genlab.metrics.classifier import accuracy, load_classifier
 
 N = 400  # samples per evaluation: enough for every metric to separate real data from noise
@@ -42,9 +48,11 @@ def real_and_noise(fashion_dir, tmp_path_factory):
     noise = np.random.default_rng(0).random((N, 1, 28, 28), dtype=np.float32)
     np.save(folder / "real.npy", real)
     np.save(folder / "noise.npy", noise)
-    return {name: {r["key"]: r for r in ev.result["summary"]} | {"_result": ev.result}
-            for name in ("real", "noise")
-            for ev in [evaluate_path(folder / f"{name}.npy", dataset="fashion-mnist", data_dir=str(fashion_dir))]}
+    return {
+        name: {r["key"]: r for r in ev.result["summary"]} | {"_result": ev.result}
+        for name in ("real", "noise")
+        for ev in [evaluate_path(folder / f"{name}.npy", dataset="fashion-mnist", data_dir=str(fashion_dir))]
+    }
 
 
 def test_every_metric_is_clearly_worse_for_noise(real_and_noise):
@@ -97,16 +105,38 @@ def test_reference_statistics_are_cached_by_extractor_and_content(tmp_path):
 
 # -- the CLI on trained runs ------------------------------------------------------------------
 def _train(family: str, preset: str, out: Path, mnist_dir: Path) -> Path:
-    assert main(["train", family, "--preset", preset, "--dataset", "mnist", "--data-dir", str(mnist_dir),
-                 "--split", "test", "--max-steps", "20", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                family,
+                "--preset",
+                preset,
+                "--dataset",
+                "mnist",
+                "--data-dir",
+                str(mnist_dir),
+                "--split",
+                "test",
+                "--max-steps",
+                "20",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     return out
 
 
 @pytest.fixture(scope="module")
 def runs(mnist_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    return {"vae": _train("vae", "mlp", root / "vae-mlp", mnist_dir),
-            "gan": _train("gan", "seed", root / "gan-seed", mnist_dir)}
+    return {
+        "vae": _train("vae", "mlp", root / "vae-mlp", mnist_dir),
+        "gan": _train("gan", "seed", root / "gan-seed", mnist_dir),
+    }
 
 
 def test_evaluate_a_run_writes_metrics_and_a_self_contained_report(runs, capsys):
@@ -116,18 +146,37 @@ def test_evaluate_a_run_writes_metrics_and_a_self_contained_report(runs, capsys)
     assert "FID" in out and "genlab-cnn-mnist-v1" in out and "note:" in out
     result = json.loads((run / "metrics.json").read_text())
     assert result["dataset"] == "mnist" and result["n"] == 300 and result["source"]["family"] == "vae"
-    assert {r["key"] for r in result["summary"]} >= {"fid", "kid", "is", "precision", "recall", "density",
-                                                     "coverage", "classes_covered", "ks_differing",
-                                                     "memo_copies", "iwae_nll"}
+    assert {r["key"] for r in result["summary"]} >= {
+        "fid",
+        "kid",
+        "is",
+        "precision",
+        "recall",
+        "density",
+        "coverage",
+        "classes_covered",
+        "ks_differing",
+        "memo_copies",
+        "iwae_nll",
+    }
     assert result["nll"]["k"] == 4 and result["nll"]["n_images"] == 50
     # The run trained on MNIST's test split, and the report must say what that means.
     assert any("trained on the mnist test split" in n for n in result["notes"])
     page = (run / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 3  # samples, class histogram, closest training images
-    for word in ("FID", "KID", "precision", "coverage", "Inception Score", "Kolmogorov", "lower", "higher",
-                 "trained on the mnist test split"):
+    for word in (
+        "FID",
+        "KID",
+        "precision",
+        "coverage",
+        "Inception Score",
+        "Kolmogorov",
+        "lower",
+        "higher",
+        "trained on the mnist test split",
+    ):
         assert word in page, word
-    assert "src=\"http" not in page and "<script" not in page  # self-contained
+    assert 'src="http' not in page and "<script" not in page  # self-contained
 
 
 def test_evaluate_png_folder_with_a_metric_subset(tmp_path, mnist_dir, capsys):
@@ -136,8 +185,22 @@ def test_evaluate_png_folder_with_a_metric_subset(tmp_path, mnist_dir, capsys):
     images = load_dataset("mnist", "test", data_dir=mnist_dir).images[:60, 0].numpy()
     for i, im in enumerate(images):
         Image.fromarray(im).save(tmp_path / f"{i:03d}.png")
-    assert main(["evaluate", str(tmp_path), "--dataset", "mnist", "--data-dir", str(mnist_dir),
-                 "--metrics", "modes,is", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(tmp_path),
+                "--dataset",
+                "mnist",
+                "--data-dir",
+                str(mnist_dir),
+                "--metrics",
+                "modes,is",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     result = json.loads((tmp_path / "metrics.json").read_text())
     assert [r["key"] for r in result["summary"]] == ["is", "classes_covered", "class_kl"]
     assert result["n"] == 60 and (tmp_path / "report.html").is_file() and capsys.readouterr().out == ""
@@ -149,16 +212,24 @@ def test_inception_numbers_come_beside_the_classifier_ones(tmp_path, mnist_dir, 
 
     def toy(path, *, device="cpu"):
         w = np.random.default_rng(0).standard_normal((784, 16))
-        return Extractor(name="inception-v3-toy", sha256="cd" * 32, path=str(path),
-                         features=lambda x: x.reshape(len(x), -1).astype(np.float64) @ w)
+        return Extractor(
+            name="inception-v3-toy",
+            sha256="cd" * 32,
+            path=str(path),
+            features=lambda x: x.reshape(len(x), -1).astype(np.float64) @ w,
+        )
 
     monkeypatch.setattr(ev, "inception_extractor", toy)
     images = load_dataset("mnist", "test", data_dir=mnist_dir).images[:50].numpy()
-    result = evaluate_path(_npy(tmp_path, images), dataset="mnist", data_dir=str(mnist_dir),
-                           metrics=["fid", "ks"], inception="weights.pth").result
+    result = evaluate_path(
+        _npy(tmp_path, images), dataset="mnist", data_dir=str(mnist_dir), metrics=["fid", "ks"], inception="weights.pth"
+    ).result
     names = {(r["key"], r["extractor"]) for r in result["summary"]}
-    assert names == {("fid", "genlab-cnn-mnist-v1"), ("fid_inception", "inception-v3-toy"),
-                     ("ks_differing", "genlab-cnn-mnist-v1")}
+    assert names == {
+        ("fid", "genlab-cnn-mnist-v1"),
+        ("fid_inception", "inception-v3-toy"),
+        ("ks_differing", "genlab-cnn-mnist-v1"),
+    }
     assert set(result["extractors"]) == {"genlab-cnn-mnist-v1", "inception-v3-toy"}
 
 
@@ -187,20 +258,23 @@ def _npy(tmp_path: Path, array) -> str:
 GOOD = np.full((20, 1, 28, 28), 0.5, dtype=np.float32)
 
 
-@pytest.mark.parametrize("make, args, words", [
-    (lambda t: _npy(t, np.zeros((20, 3, 28, 28), np.float32)), [], "shape"),
-    (lambda t: _npy(t, np.zeros((20, 1, 32, 32), np.float32)), [], "28x28"),
-    (lambda t: _npy(t, np.where(np.arange(20)[:, None, None, None] == 3, np.nan, GOOD)), [], "NaN"),
-    (lambda t: _npy(t, GOOD * 255), [], "[0, 1]"),
-    (lambda t: _npy(t, np.zeros((20, 1, 28, 28), np.int64)), [], "int64"),
-    (lambda t: _npy(t, GOOD[:5]), [], "at least 10 samples"),
-    (lambda t: _npy(t, np.array([{"a": 1}] * 3, dtype=object)), [], "pickled"),
-    (lambda t: _npy(t, GOOD), ["--metrics", "fid,sharpness"], "unknown metric 'sharpness'"),
-    (lambda t: _npy(t, GOOD), ["--dataset", "cifar10"], "unknown dataset"),
-    (lambda t: str(t), [], "no .png images"),
-    (lambda t: str(t / "missing.npy"), [], "no such"),
-    (lambda t: _npy(t, GOOD), ["--nll"], "--nll needs a run directory whose model has a likelihood bound"),
-])
+@pytest.mark.parametrize(
+    "make, args, words",
+    [
+        (lambda t: _npy(t, np.zeros((20, 3, 28, 28), np.float32)), [], "shape"),
+        (lambda t: _npy(t, np.zeros((20, 1, 32, 32), np.float32)), [], "28x28"),
+        (lambda t: _npy(t, np.where(np.arange(20)[:, None, None, None] == 3, np.nan, GOOD)), [], "NaN"),
+        (lambda t: _npy(t, GOOD * 255), [], "[0, 1]"),
+        (lambda t: _npy(t, np.zeros((20, 1, 28, 28), np.int64)), [], "int64"),
+        (lambda t: _npy(t, GOOD[:5]), [], "at least 10 samples"),
+        (lambda t: _npy(t, np.array([{"a": 1}] * 3, dtype=object)), [], "pickled"),
+        (lambda t: _npy(t, GOOD), ["--metrics", "fid,sharpness"], "unknown metric 'sharpness'"),
+        (lambda t: _npy(t, GOOD), ["--dataset", "cifar10"], "unknown dataset"),
+        (lambda t: str(t), [], "no .png images"),
+        (lambda t: str(t / "missing.npy"), [], "no such"),
+        (lambda t: _npy(t, GOOD), ["--nll"], "--nll needs a run directory whose model has a likelihood bound"),
+    ],
+)
 def test_bad_input_is_one_clear_error(tmp_path, capsys, make, args, words):
     target = make(tmp_path)
     rc = main(["evaluate", target, *(["--dataset", "mnist"] if "--dataset" not in args else []), *args])
@@ -276,8 +350,9 @@ def test_a_registered_metric_plugs_in_and_shared_inputs_are_computed_once(mnist_
     monkeypatch.setitem(ev.METRIC_REGISTRY, "toy", ev.Metric("toy", toy, rank=0, per_extractor=True))
     assert parse_metrics("toy, fid") == ["toy", "fid"]
     images = load_dataset("mnist", "test", data_dir=mnist_dir).images[:50].numpy()
-    result = ev.evaluate_samples(images, "mnist", metrics=["fid", "toy", "kid", "is", "modes"],
-                                 data_dir=str(mnist_dir)).result
+    result = ev.evaluate_samples(
+        images, "mnist", metrics=["fid", "toy", "kid", "is", "modes"], data_dir=str(mnist_dir)
+    ).result
     assert [r["key"] for r in result["summary"]] == ["toy", "fid", "kid", "is", "classes_covered", "class_kl"]
     assert calls.count(("features", 50)) == 1 and calls.count(("probs", 50)) == 1
     calls.clear()

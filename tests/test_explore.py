@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -10,8 +9,16 @@ import torch
 from PIL import Image
 
 from genlab.cli import main
-from genlab.explore import (interpolation_latents, manifold, pca_2d, project_2d, reconstruct, slerp,
-                            traversal_latents, traverse)
+from genlab.explore import (
+    interpolation_latents,
+    manifold,
+    pca_2d,
+    project_2d,
+    reconstruct,
+    slerp,
+    traversal_latents,
+    traverse,
+)
 from genlab.models import build_model
 from genlab.models.vae import VAEConfig
 
@@ -26,18 +33,41 @@ def grid_size(rows: int, cols: int, side: int = 28, pad: int = 2) -> tuple[int, 
 @pytest.fixture(scope="module")
 def run(mnist_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "mlp"
-    assert main(["train", "vae", "--preset", "mlp", "--dataset", "mnist", "--data-dir", str(mnist_dir),
-                 "--split", "test", "--max-steps", "30", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "vae",
+                "--preset",
+                "mlp",
+                "--dataset",
+                "mnist",
+                "--data-dir",
+                str(mnist_dir),
+                "--split",
+                "test",
+                "--max-steps",
+                "30",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     return out
 
 
-@pytest.mark.parametrize("what,flags,size", [
-    ("reconstruct", ["--n", "6"], grid_size(2, 6)),
-    ("interpolate", ["--n", "3", "--steps", "5", "--mode", "slerp"], grid_size(3, 5 + 2)),
-    ("traverse", ["--n", "4", "--steps", "7"], grid_size(4, 7)),
-    ("manifold", ["--n", "5"], grid_size(5, 5)),
-    ("scatter", ["--n", "500"], None),
-])
+@pytest.mark.parametrize(
+    "what,flags,size",
+    [
+        ("reconstruct", ["--n", "6"], grid_size(2, 6)),
+        ("interpolate", ["--n", "3", "--steps", "5", "--mode", "slerp"], grid_size(3, 5 + 2)),
+        ("traverse", ["--n", "4", "--steps", "7"], grid_size(4, 7)),
+        ("manifold", ["--n", "5"], grid_size(5, 5)),
+        ("scatter", ["--n", "500"], None),
+    ],
+)
 def test_each_picture_is_a_png_of_the_expected_size(run, what, flags, size):
     assert main(["explore", str(run), "--what", what, *flags, "--quiet"]) == 0
     out = run / f"explore-{what}.png"
@@ -56,23 +86,63 @@ def test_explore_refuses_to_overwrite_and_writes_where_told(run, tmp_path, capsy
     before = target.read_bytes()
     assert main(["explore", str(run), "--what", "reconstruct", "--out", str(target), "--seed", "1"]) == 2
     assert "--overwrite" in capsys.readouterr().err and target.read_bytes() == before
-    assert main(["explore", str(run), "--what", "reconstruct", "--out", str(target), "--seed", "1",
-                 "--overwrite", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "explore",
+                str(run),
+                "--what",
+                "reconstruct",
+                "--out",
+                str(target),
+                "--seed",
+                "1",
+                "--overwrite",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert target.read_bytes() != before
 
 
 @pytest.fixture(scope="module")
 def gan_run(mnist_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "dcgan"
-    assert main(["train", "gan", "--preset", "dcgan", "--dataset", "mnist", "--data-dir", str(mnist_dir),
-                 "--split", "test", "--max-steps", "3", "--set", "model.width=8", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "gan",
+                "--preset",
+                "dcgan",
+                "--dataset",
+                "mnist",
+                "--data-dir",
+                str(mnist_dir),
+                "--split",
+                "test",
+                "--max-steps",
+                "3",
+                "--set",
+                "model.width=8",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     return out
 
 
-@pytest.mark.parametrize("what,flags,size", [
-    ("interpolate", ["--n", "3", "--steps", "5", "--mode", "slerp"], grid_size(3, 5)),
-    ("traverse", ["--n", "4", "--steps", "7"], grid_size(4, 7)),
-])
+@pytest.mark.parametrize(
+    "what,flags,size",
+    [
+        ("interpolate", ["--n", "3", "--steps", "5", "--mode", "slerp"], grid_size(3, 5)),
+        ("traverse", ["--n", "4", "--steps", "7"], grid_size(4, 7)),
+    ],
+)
 def test_a_gan_is_a_latent_model_it_interpolates_and_traverses(gan_run, what, flags, size, tmp_path, capsys):
     out = tmp_path / f"{what}.png"
     assert main(["explore", str(gan_run), "--what", what, *flags, "--out", str(out)]) == 0

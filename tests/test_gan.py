@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch import nn
 
 from genlab.errors import ConfigError
@@ -158,8 +157,17 @@ def test_32x32_dcgan_and_wrong_image_shape() -> None:
         run_steps(model, 1, shape=(1, 28, 28))
 
 
-@pytest.mark.parametrize("bad", [dict(loss="bce"), dict(image_shape=(1, 30, 30)), dict(d_steps=0),
-                                 dict(ema_decay=1.0), dict(betas=(0.5,)), dict(arch="resnet")])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(loss="bce"),
+        dict(image_shape=(1, 30, 30)),
+        dict(d_steps=0),
+        dict(ema_decay=1.0),
+        dict(betas=(0.5,)),
+        dict(arch="resnet"),
+    ],
+)
 def test_invalid_config_is_refused(bad: dict) -> None:
     with pytest.raises(ConfigError):
         dataclasses.replace(GANConfig(), **bad).validate()
@@ -300,8 +308,9 @@ def test_state_dict_round_trips_through_safetensors(tmp_path: Path) -> None:
 
 
 # -- reproducibility ----------------------------------------------------------------------------
-@pytest.mark.parametrize("name,overrides", [("cgan", dict(width=8, minibatch_std=True)),
-                                            ("wgan-gp", dict(width=8)), ("seed", {})])
+@pytest.mark.parametrize(
+    "name,overrides", [("cgan", dict(width=8, minibatch_std=True)), ("wgan-gp", dict(width=8)), ("seed", {})]
+)
 def test_same_seeds_give_identical_weights(name: str, overrides: dict) -> None:
     def train(noise_seed: int) -> dict:
         model = make(name, seed=0, **overrides)
@@ -363,8 +372,11 @@ def test_nonfinite_discriminator_loss_is_skipped_through_optimize() -> None:
     d0 = clone_params(model.discriminator)
     x, y = batch()
     x[0, 0, 0, 0] = float("nan")
-    c = StepContext(step=0, noise=StepNoise(torch.Generator().manual_seed(0)),
-                    settings=TrainSettings(lr=2e-4, grad_clip=1.0, skip_nonfinite=True))
+    c = StepContext(
+        step=0,
+        noise=StepNoise(torch.Generator().manual_seed(0)),
+        settings=TrainSettings(lr=2e-4, grad_clip=1.0, skip_nonfinite=True),
+    )
     logs = step(model, model.networks(), opts, x, y, c)
     assert float(logs["applied"]) == 0.0
     assert unchanged(d0, model.discriminator) == {n for n, _ in model.discriminator.named_parameters()}
@@ -372,10 +384,31 @@ def test_nonfinite_discriminator_loss_is_skipped_through_optimize() -> None:
 
 # -- through the trainer --------------------------------------------------------------------------
 def _train_args(out: Path, mnist_dir: Path) -> list[str]:
-    return ["train", "gan", "--preset", "wgan-gp", "--data-dir", str(mnist_dir), "--split", "test",
-            "--batch-size", "16", "--max-steps", "3", "--out", str(out), "--quiet",
-            "--set", "model.width=8", "--set", "model.batchnorm=false", "--set", "model.conditional=true",
-            "--set", "model.minibatch_std=true"]
+    return [
+        "train",
+        "gan",
+        "--preset",
+        "wgan-gp",
+        "--data-dir",
+        str(mnist_dir),
+        "--split",
+        "test",
+        "--batch-size",
+        "16",
+        "--max-steps",
+        "3",
+        "--out",
+        str(out),
+        "--quiet",
+        "--set",
+        "model.width=8",
+        "--set",
+        "model.batchnorm=false",
+        "--set",
+        "model.conditional=true",
+        "--set",
+        "model.minibatch_std=true",
+    ]
 
 
 def test_two_gloo_processes_match_one_process(mnist_dir: Path, tmp_path: Path) -> None:
@@ -391,9 +424,24 @@ def test_two_gloo_processes_match_one_process(mnist_dir: Path, tmp_path: Path) -
 
     assert main(_train_args(tmp_path / "one", mnist_dir)) == 0  # in this process: one start-up fewer
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                           "--master-port", "29541", "-m", "genlab", *_train_args(tmp_path / "two", mnist_dir)],
-                          env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            "29541",
+            "-m",
+            "genlab",
+            *_train_args(tmp_path / "two", mnist_dir),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     one, two = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
     assert one.keys() == two.keys()

@@ -120,6 +120,7 @@ def test_frechet_diagonal_closed_form():
 def frechet_reference(mu1, s1, mu2, s2) -> float:
     """An independent float64 computation: Tr((S1 S2)^(1/2)) = Tr((S1^(1/2) S2 S1^(1/2))^(1/2)), the
     second a symmetric PSD matrix, so both square roots come from eigh (no scipy.linalg.sqrtm)."""
+
     def sqrt_psd(a):
         w, v = np.linalg.eigh(a)
         return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
@@ -140,8 +141,9 @@ def test_frechet_non_commuting_covariances_match_an_independent_computation(seed
     assert not np.allclose(s1 @ s2, s2 @ s1)
     want = frechet_reference(mu1, s1, mu2, s2)
     assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(want, rel=1e-9)
-    wrong = float(np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2)
-                  - 2 * np.trace(linalg.sqrtm(s1) @ linalg.sqrtm(s2)).real)
+    wrong = float(
+        np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(linalg.sqrtm(s1) @ linalg.sqrtm(s2)).real
+    )
     assert abs(wrong - want) > 1e-3 * abs(want)  # the bug would be caught at this tolerance
 
 
@@ -343,7 +345,9 @@ def test_classifier_learns_and_round_trips(classifier, mnist, sets, tmp_path):
     save_classifier(classifier, path, {"extractor": "genlab-cnn-mnist-test", "test_accuracy": acc})
     model, meta = load_classifier(path)
     assert meta["extractor"] == "genlab-cnn-mnist-test"
-    np.testing.assert_allclose(extract_features(model, sets["heldout"][:50]), extract_features(classifier, sets["heldout"][:50]))
+    np.testing.assert_allclose(
+        extract_features(model, sets["heldout"][:50]), extract_features(classifier, sets["heldout"][:50])
+    )
     assert extract_features(model, sets["heldout"][:4]).shape == (4, 128)
 
 

@@ -24,8 +24,16 @@ from torch import Tensor, nn
 from genlab.cli import main
 from genlab.config import require
 from genlab.models import register_family
-from genlab.models.base import (EncoderModel, GenerativeModel, LatentModel, LikelihoodModel, Preset, StepOutput,
-                                adam, optimize)
+from genlab.models.base import (
+    EncoderModel,
+    GenerativeModel,
+    LatentModel,
+    LikelihoodModel,
+    Preset,
+    StepOutput,
+    adam,
+    optimize,
+)
 
 
 @dataclass
@@ -34,8 +42,10 @@ class MixtureConfig:
     image_shape: tuple = (1, 28, 28)
 
     def validate(self) -> None:
-        require(isinstance(self.components, int) and self.components >= 2,
-                f"model.components must be an integer >= 2, got {self.components}")
+        require(
+            isinstance(self.components, int) and self.components >= 2,
+            f"model.components must be an integer >= 2, got {self.components}",
+        )
 
 
 class BernoulliMixture(GenerativeModel):
@@ -60,8 +70,10 @@ class BernoulliMixture(GenerativeModel):
         """log pi_k + log p(x | k), (B, K)."""
         flat = x.flatten(1)
         log_px_k = -F.binary_cross_entropy_with_logits(
-            self.logits[None].expand(flat.shape[0], -1, -1), flat[:, None].expand(-1, self.logits.shape[0], -1),
-            reduction="none").sum(-1)
+            self.logits[None].expand(flat.shape[0], -1, -1),
+            flat[:, None].expand(-1, self.logits.shape[0], -1),
+            reduction="none",
+        ).sum(-1)
         return torch.log_softmax(self.mix_logits, 0) + log_px_k
 
     def forward(self, x: Tensor) -> Tensor:
@@ -101,8 +113,11 @@ class BernoulliMixture(GenerativeModel):
         return {}
 
 
-PRESETS = {"small": Preset("small", "a 10-component mixture of Bernoullis",
-                           MixtureConfig(), {"epochs": 1, "batch_size": 64, "lr": 0.05})}
+PRESETS = {
+    "small": Preset(
+        "small", "a 10-component mixture of Bernoullis", MixtureConfig(), {"epochs": 1, "batch_size": 64, "lr": 0.05}
+    )
+}
 CLI_FLAGS = {"--components": ("components", int, "mixture components")}
 MODEL = BernoulliMixture
 
@@ -133,11 +148,49 @@ def test_train_resume_sample_explore_nll_evaluate(mnist_dir: Path, tmp_path: Pat
     out, whole = tmp_path / "run", tmp_path / "whole"
     # presets and flags come from the registry
     assert run_cli("presets") == 0 and "bernmix small" in capsys.readouterr().out
-    assert run_cli("train", "bernmix", "--preset", "small", *data, "--components", "8", "--max-steps", "20",
-                   "--checkpoint-every", "10", "--log-every", "5", "--out", whole, "--quiet") == 0
+    assert (
+        run_cli(
+            "train",
+            "bernmix",
+            "--preset",
+            "small",
+            *data,
+            "--components",
+            "8",
+            "--max-steps",
+            "20",
+            "--checkpoint-every",
+            "10",
+            "--log-every",
+            "5",
+            "--out",
+            whole,
+            "--quiet",
+        )
+        == 0
+    )
     # the same run stopped at 10 steps, then resumed to 20: bit-identical weights
-    assert run_cli("train", "bernmix", "--preset", "small", *data, "--components", "8", "--max-steps", "10",
-                   "--checkpoint-every", "10", "--log-every", "5", "--out", out, "--quiet") == 0
+    assert (
+        run_cli(
+            "train",
+            "bernmix",
+            "--preset",
+            "small",
+            *data,
+            "--components",
+            "8",
+            "--max-steps",
+            "10",
+            "--checkpoint-every",
+            "10",
+            "--log-every",
+            "5",
+            "--out",
+            out,
+            "--quiet",
+        )
+        == 0
+    )
     assert run_cli("train", "--resume", out, "--max-steps", "20", "--quiet") == 0
     a, b = load_file(out / "model.safetensors"), load_file(whole / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -163,14 +216,28 @@ def test_train_resume_sample_explore_nll_evaluate(mnist_dir: Path, tmp_path: Pat
     assert 50 < nll["iwae_nll_nats"] < 400  # an exact likelihood, in nats per binarised image
     assert nll["elbo_nats"] == -nll["iwae_nll_nats"]  # the family reports its exact log p(x) as both
 
-    assert run_cli("evaluate", out, "-n", "500", "--metrics", "fid,kid", *data[2:4], "--out", tmp_path / "ev",
-                   "--quiet") == 0
+    assert (
+        run_cli("evaluate", out, "-n", "500", "--metrics", "fid,kid", *data[2:4], "--out", tmp_path / "ev", "--quiet")
+        == 0
+    )
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert "fid" in json.dumps(metrics)
 
 
 def test_a_flag_of_another_family_is_refused(mnist_dir: Path, tmp_path: Path, capsys) -> None:
-    code = run_cli("train", "bernmix", "--preset", "small", "--data-dir", mnist_dir, "--split", "test",
-                   "--loss", "hinge", "--out", tmp_path / "x")
+    code = run_cli(
+        "train",
+        "bernmix",
+        "--preset",
+        "small",
+        "--data-dir",
+        mnist_dir,
+        "--split",
+        "test",
+        "--loss",
+        "hinge",
+        "--out",
+        tmp_path / "x",
+    )
     err = capsys.readouterr().err
     assert code == 2 and "--loss does not apply to bernmix models" in err and not (tmp_path / "x").exists()

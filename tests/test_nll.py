@@ -13,7 +13,7 @@ from genlab.cli import main
 from genlab.errors import GenlabError
 from genlab.models import build_model
 from genlab.models.base import LikelihoodModel
-from genlab.models.vae import VAEConfig, kl_divergence, reparameterize
+from genlab.models.vae import VAEConfig, reparameterize
 from genlab.models.vae.likelihood import elbo, importance_weighted_bound
 from genlab.nll import binarize_images, evaluate_likelihood
 
@@ -46,8 +46,7 @@ class PPCA(torch.nn.Module):
 
     def log_likelihood(self, x, z, y=None):  # z (S, B, d) -> (S, B)
         mean = z @ self.W.T + self.b
-        return (-0.5 * (x - mean).pow(2).sum(-1) / self.s2
-                - 0.5 * x.shape[-1] * math.log(2 * math.pi * self.s2))
+        return -0.5 * (x - mean).pow(2).sum(-1) / self.s2 - 0.5 * x.shape[-1] * math.log(2 * math.pi * self.s2)
 
     def log_marginal(self, x):
         cov = self.W @ self.W.T + self.s2 * torch.eye(len(self.b), dtype=torch.float64)
@@ -56,8 +55,9 @@ class PPCA(torch.nn.Module):
     def sample_x(self, n, seed=1):
         g = torch.Generator().manual_seed(seed)
         z = torch.randn(n, self.W.shape[1], generator=g, dtype=torch.float64)
-        return z @ self.W.T + self.b + math.sqrt(self.s2) * torch.randn(n, len(self.b), generator=g,
-                                                                         dtype=torch.float64)
+        return (
+            z @ self.W.T + self.b + math.sqrt(self.s2) * torch.randn(n, len(self.b), generator=g, dtype=torch.float64)
+        )
 
 
 def _gen(seed=0):
@@ -110,8 +110,9 @@ def _vae(**cfg):
     return build_model("vae", VAEConfig(hidden=(32,), latent_dim=3, **cfg)).eval()
 
 
-@pytest.mark.parametrize("likelihood,reduction", [("bernoulli", "sum"), ("gaussian", "sum"),
-                                                  ("mse", "sum"), ("mse", "mean")])
+@pytest.mark.parametrize(
+    "likelihood,reduction", [("bernoulli", "sum"), ("gaussian", "sum"), ("mse", "sum"), ("mse", "mean")]
+)
 def test_vae_log_likelihood_is_the_density_the_loss_is_the_elbo_of(likelihood, reduction):
     model = _vae(likelihood=likelihood, recon_reduction=reduction)
     x = torch.rand(4, 1, 28, 28)
@@ -163,16 +164,23 @@ def mlp_run(mnist_dir, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("runs") / "mlp"
     out.mkdir()
-    run = RunConfig("vae", "mlp", get_preset("vae", "mlp").model,
-                    DataConfig("mnist", "test", str(mnist_dir)), TrainConfig(max_steps=40))
+    run = RunConfig(
+        "vae",
+        "mlp",
+        get_preset("vae", "mlp").model,
+        DataConfig("mnist", "test", str(mnist_dir)),
+        TrainConfig(max_steps=40),
+    )
     torch.manual_seed(0)
     model = build_model("vae", run.model)
-    x = load_dataset("mnist", "test", data_dir=mnist_dir).images[:40 * 128].float() / 255
+    x = load_dataset("mnist", "test", data_dir=mnist_dir).images[: 40 * 128].float() / 255
     settings = TrainSettings(lr=1e-3)
     opts = model.configure_optimizers(settings)
     for step in range(40):
         ctx = StepContext(step, StepNoise(torch.Generator().manual_seed(step)), settings)
-        model.train_step(model.networks(), opts, x[step * 128 : (step + 1) * 128], torch.zeros(128, dtype=torch.long), ctx)
+        model.train_step(
+            model.networks(), opts, x[step * 128 : (step + 1) * 128], torch.zeros(128, dtype=torch.long), ctx
+        )
     run.save(out / "config.json")
     save_tensors(out / MODEL_FILE, model.state_dict())
     return out
@@ -191,8 +199,16 @@ def test_bound_rises_with_k_and_elbo_is_below_it_on_a_trained_vae(mlp_run, mnist
 
 def test_evaluate_likelihood_and_the_nll_command(mlp_run, mnist_dir, capsys):
     res = evaluate_likelihood(mlp_run, k=20, n_images=200, data_dir=str(mnist_dir))
-    assert {"iwae_nll_nats", "elbo_nats", "k", "n_images", "active_units", "kl_per_dim", "likelihood",
-            "binarized"} <= set(res)
+    assert {
+        "iwae_nll_nats",
+        "elbo_nats",
+        "k",
+        "n_images",
+        "active_units",
+        "kl_per_dim",
+        "likelihood",
+        "binarized",
+    } <= set(res)
     assert (res["k"], res["n_images"], res["likelihood"], res["binarized"]) == (20, 200, "bernoulli", True)
     assert len(res["kl_per_dim"]) == 20 and 0 <= res["active_units"] <= 20
     assert 50 < res["iwae_nll_nats"] < -res["elbo_nats"] < 800
@@ -208,8 +224,13 @@ def test_nll_refuses_a_run_of_another_family(mnist_dir, tmp_path, capsys):
     from genlab.config import DataConfig, RunConfig, TrainConfig
     from genlab.models import get_preset
 
-    run = RunConfig("gan", "seed", get_preset("gan", "seed").model, DataConfig("mnist", "test", str(mnist_dir)),
-                    TrainConfig(max_steps=1))
+    run = RunConfig(
+        "gan",
+        "seed",
+        get_preset("gan", "seed").model,
+        DataConfig("mnist", "test", str(mnist_dir)),
+        TrainConfig(max_steps=1),
+    )
     model = build_model("gan", run.model)
     assert not isinstance(model, LikelihoodModel)
     run.save(tmp_path / "config.json")
@@ -235,8 +256,9 @@ def test_vae_reports_through_the_likelihood_capability(mlp_run, mnist_dir):
     x = binarize_images(load_dataset("mnist", "test", data_dir=mnist_dir).images[:30])
     report = model.likelihood_report(x, k=8, generator=_gen(1), chunk=3)
     assert set(report) == {"bound", "elbo", "kl"} and all(v.shape == (30,) for v in report.values())
-    assert torch.equal(report["bound"], importance_weighted_bound(model, x, k=8, batch_size=30, chunk=3,
-                                                                  generator=_gen(1)))
+    assert torch.equal(
+        report["bound"], importance_weighted_bound(model, x, k=8, batch_size=30, chunk=3, generator=_gen(1))
+    )
     assert torch.equal(report["elbo"], elbo(model, x, k=8, batch_size=30, chunk=3, generator=_gen(1)))
     summary = model.likelihood_summary(x)
     assert summary["latent_dim"] == model.latent_dim == len(summary["kl_per_dim"])
@@ -263,9 +285,29 @@ def test_iwae_training_loss_is_minus_the_bound_the_evaluation_computes(mlp_run, 
 
 def test_iwae_preset_trains_through_the_cli_and_refuses_a_kl_weight(mnist_dir, tmp_path, capsys):
     out = tmp_path / "iwae"
-    args = ["train", "vae", "--preset", "mlp", "--dataset", "mnist", "--data-dir", str(mnist_dir), "--split", "test",
-            "--max-steps", "30", "--log-every", "10", "--out", str(out), "--quiet", "--set", "model.iw_samples=5",
-            "--set", "model.binarize=true"]
+    args = [
+        "train",
+        "vae",
+        "--preset",
+        "mlp",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        str(mnist_dir),
+        "--split",
+        "test",
+        "--max-steps",
+        "30",
+        "--log-every",
+        "10",
+        "--out",
+        str(out),
+        "--quiet",
+        "--set",
+        "model.iw_samples=5",
+        "--set",
+        "model.binarize=true",
+    ]
     assert main(args) == 0
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [10, 20, 30] and lines[-1]["loss"] < lines[0]["loss"]
@@ -289,12 +331,15 @@ class MixturePriorPPCA(PPCA):
 
     def log_prior(self, z):
         comps = torch.distributions.Independent(torch.distributions.Normal(self.m, (0.5 * self.lv).exp()), 1)
-        mix = torch.distributions.MixtureSameFamily(torch.distributions.Categorical(logits=torch.zeros(len(self.m))),
-                                                    comps)
+        mix = torch.distributions.MixtureSameFamily(
+            torch.distributions.Categorical(logits=torch.zeros(len(self.m))), comps
+        )
         return mix.log_prob(z)
 
     def log_marginal(self, x):
-        covs = self.W @ torch.diag_embed(self.lv.exp()) @ self.W.T + self.s2 * torch.eye(len(self.b), dtype=torch.float64)
+        covs = self.W @ torch.diag_embed(self.lv.exp()) @ self.W.T + self.s2 * torch.eye(
+            len(self.b), dtype=torch.float64
+        )
         per = torch.distributions.MultivariateNormal(self.m @ self.W.T + self.b, covs).log_prob(x[:, None, :])
         return torch.logsumexp(per, dim=1) - math.log(len(self.m))
 
@@ -361,9 +406,31 @@ def test_vamp_loss_is_minus_the_single_draw_elbo_and_samples_come_from_the_mixtu
 def test_vamp_trains_evaluates_samples_and_explores_through_the_cli(mnist_dir, tmp_path, capsys):
     out = tmp_path / "vamp"
     base = ["--dataset", "mnist", "--data-dir", str(mnist_dir), "--split", "test"]
-    assert main(["train", "vae", "--preset", "mlp", *base, "--max-steps", "40", "--log-every", "10", "--out", str(out),
-                 "--quiet", "--set", "model.prior=vamp", "--set", "model.pseudo_inputs=20",
-                 "--set", "model.binarize=true"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "vae",
+                "--preset",
+                "mlp",
+                *base,
+                "--max-steps",
+                "40",
+                "--log-every",
+                "10",
+                "--out",
+                str(out),
+                "--quiet",
+                "--set",
+                "model.prior=vamp",
+                "--set",
+                "model.pseudo_inputs=20",
+                "--set",
+                "model.binarize=true",
+            ]
+        )
+        == 0
+    )
     cfg = json.loads((out / "config.json").read_text())["model"]
     assert cfg["prior"] == "vamp" and cfg["pseudo_inputs"] == 20
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -379,21 +446,64 @@ def test_vamp_trains_evaluates_samples_and_explores_through_the_cli(mnist_dir, t
     assert main(["explore", str(out), "--what", "traverse", "--quiet"]) == 0
     assert (out / "explore-traverse.png").is_file()
     # a VampPrior needs unconditional pseudo-inputs: the conditional preset is refused by name
-    assert main(["train", "vae", "--preset", "cvae", *base, "--max-steps", "2", "--out", str(tmp_path / "c"),
-                 "--quiet", "--set", "model.prior=vamp"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "vae",
+                "--preset",
+                "cvae",
+                *base,
+                "--max-steps",
+                "2",
+                "--out",
+                str(tmp_path / "c"),
+                "--quiet",
+                "--set",
+                "model.prior=vamp",
+            ]
+        )
+        == 2
+    )
     assert "model.prior = vamp" in capsys.readouterr().err and not (tmp_path / "c").exists()
 
 
 def test_vamp_preset_trains_under_bf16_autocast_with_its_cosine_schedule(mnist_dir, tmp_path):
     """The preset's settings together: bf16 matrix work, the mixture prior's log-density, a decaying rate."""
     out = tmp_path / "vamp-bf16"
-    assert main(["train", "vae", "--preset", "vamp", "--dataset", "mnist", "--data-dir", str(mnist_dir),
-                 "--split", "test", "--max-steps", "12", "--log-every", "4", "--precision", "bf16", "--set",
-                 "model.conv_channels=[8,16]", "--set", "model.pseudo_inputs=10", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "vae",
+                "--preset",
+                "vamp",
+                "--dataset",
+                "mnist",
+                "--data-dir",
+                str(mnist_dir),
+                "--split",
+                "test",
+                "--max-steps",
+                "12",
+                "--log-every",
+                "4",
+                "--precision",
+                "bf16",
+                "--set",
+                "model.conv_channels=[8,16]",
+                "--set",
+                "model.pseudo_inputs=10",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert all(math.isfinite(x["loss"]) and x["kl"] > 0 for x in lines)
-    assert [x["lr"] for x in lines] == pytest.approx([4e-3 * (1 + math.cos(math.pi * s / 12)) / 2
-                                                      for s in (3, 7, 11)])
+    assert [x["lr"] for x in lines] == pytest.approx([4e-3 * (1 + math.cos(math.pi * s / 12)) / 2 for s in (3, 7, 11)])
     assert json.loads((out / "summary.json").read_text())["precision"] == "bf16"
     assert main(["nll", str(out), "--k", "10", "-n", "50"]) == 0
 
@@ -447,8 +557,13 @@ def test_two_layer_loss_is_minus_the_single_draw_elbo_of_the_hierarchy():
         pm1, plv1 = model.bottom_prior(z2).chunk(2, dim=1)
         mu_k, lv_k = (t[:, 2:] for t in model.encode(model.pseudo.clamp(0, 1)))  # q(z2 | u_k)
         log_p2 = torch.logsumexp(normal(mu_k, lv_k).log_prob(z2[:, None]), dim=1) - math.log(3)
-        log_w = (model.log_likelihood(x, torch.cat([z1, z2], 1)[None])[0] + log_p2 + normal(pm1, plv1).log_prob(z1)
-                 - normal(mu2, lv2).log_prob(z2) - normal(mu1, lv1).log_prob(z1))
+        log_w = (
+            model.log_likelihood(x, torch.cat([z1, z2], 1)[None])[0]
+            + log_p2
+            + normal(pm1, plv1).log_prob(z1)
+            - normal(mu2, lv2).log_prob(z2)
+            - normal(mu1, lv1).log_prob(z1)
+        )
     assert model.z_dim == 4 and not model.prior_is_standard_normal
     assert float(parts["loss"]) == pytest.approx(-float(log_w.mean()), rel=1e-5)
 
@@ -477,11 +592,38 @@ def test_two_layer_vamp_trains_evaluates_samples_and_explores_through_the_cli(mn
 
 def _train_small_vamp(out: Path, mnist_dir, *model_settings: str) -> None:
     """30 bf16 steps of a narrowed ``vamp`` preset on the MNIST test split, with ``model.KEY=VALUE`` settings."""
-    sets = [a for item in ("conv_channels=[8,16]", "pseudo_inputs=10", "binarize=true", *model_settings)
-            for a in ("--set", f"model.{item}")]
-    assert main(["train", "vae", "--preset", "vamp", "--dataset", "mnist", "--data-dir", str(mnist_dir),
-                 "--split", "test", "--max-steps", "30", "--log-every", "10", "--precision", "bf16",
-                 *sets, "--out", str(out), "--quiet"]) == 0
+    sets = [
+        a
+        for item in ("conv_channels=[8,16]", "pseudo_inputs=10", "binarize=true", *model_settings)
+        for a in ("--set", f"model.{item}")
+    ]
+    assert (
+        main(
+            [
+                "train",
+                "vae",
+                "--preset",
+                "vamp",
+                "--dataset",
+                "mnist",
+                "--data-dir",
+                str(mnist_dir),
+                "--split",
+                "test",
+                "--max-steps",
+                "30",
+                "--log-every",
+                "10",
+                "--precision",
+                "bf16",
+                *sets,
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
 
 
 def _evaluate_sample_and_explore(out: Path, tmp_path: Path, capsys, latent_dim: int, pictures: tuple) -> None:
@@ -493,6 +635,7 @@ def _evaluate_sample_and_explore(out: Path, tmp_path: Path, capsys, latent_dim: 
     assert "IWAE NLL (k=10)" in capsys.readouterr().out
     assert main(["sample", str(out), "-n", "16", "--out", str(tmp_path / "s.npy")]) == 0
     import numpy as np
+
     s = np.load(tmp_path / "s.npy")
     assert s.shape[0] == 16 and np.isfinite(s).all() and s.min() >= 0 and s.max() <= 1
     for what in pictures:
@@ -538,7 +681,7 @@ def test_iaf_loss_is_minus_the_single_draw_elbo_with_the_flows_jacobian_from_aut
         log_q0 = torch.distributions.Normal(mu, (0.5 * lv).exp()).log_prob(z0).sum(-1)
     log_det = []
     for i in range(5):  # log|det dz/dz0| of the whole flow, image by image, from its full Jacobian
-        jac = torch.autograd.functional.jacobian(lambda v: model._flow(v[None], h[i : i + 1])[0][0], z0[i])
+        jac = torch.autograd.functional.jacobian(lambda v, i=i: model._flow(v[None], h[i : i + 1])[0][0], z0[i])
         log_det.append(torch.linalg.slogdet(jac.double())[1].float())
     log_w = model.log_likelihood(x, z[None])[0] + model.log_prior(z) - (log_q0 - torch.stack(log_det))
     assert model.structured_posterior and not model.prior_is_standard_normal

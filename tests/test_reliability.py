@@ -28,13 +28,30 @@ import torch
 from safetensors.torch import load_file
 
 from genlab import checkpoint as ckpt
-from genlab.runs import LOCK_FILE
 from genlab.cli import main
 from genlab.errors import GenlabError
 from genlab.models.vae import PRESETS, VAE, VAEConfig
+from genlab.runs import LOCK_FILE
 
-ARGS = ["--preset", "seed", "--dataset", "mnist", "--split", "test", "--batch-size", "500", "--epochs", "2",
-        "--checkpoint-every", "7", "--log-every", "5", "--keep-checkpoints", "3", "--quiet"]
+ARGS = [
+    "--preset",
+    "seed",
+    "--dataset",
+    "mnist",
+    "--split",
+    "test",
+    "--batch-size",
+    "500",
+    "--epochs",
+    "2",
+    "--checkpoint-every",
+    "7",
+    "--log-every",
+    "5",
+    "--keep-checkpoints",
+    "3",
+    "--quiet",
+]
 STEPS = 40  # 2 epochs of 20 steps
 
 
@@ -70,8 +87,10 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 def metrics(run: Path) -> list[dict]:
     """metrics.jsonl without the wall-clock column."""
-    return [{k: v for k, v in json.loads(ln).items() if k != "seconds"}
-            for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    return [
+        {k: v for k, v in json.loads(ln).items() if k != "seconds"}
+        for ln in (run / "metrics.jsonl").read_text().splitlines()
+    ]
 
 
 def assert_same_as_straight(run: Path, straight: Path) -> None:
@@ -107,8 +126,13 @@ sys.exit(main(sys.argv[3:]))
 
 def start_child(args: list[str], slow_from: int = 10**9, hang_at: int = -1) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-c", CHILD, str(slow_from), str(hang_at), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(slow_from), str(hang_at), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def wait_for(proc: subprocess.Popen, ready, timeout: float = 60.0) -> None:
@@ -373,15 +397,18 @@ def one_line_error(capsys, *words: str) -> str:
     return err
 
 
-@pytest.mark.parametrize("section, key, value, words", [
-    ("train", "colour", 1, "unknown key(s) colour"),
-    ("train", "lr", -1.0, "train.lr"),
-    ("train", "batch_size", 0, "train.batch_size"),
-    ("model", "latent_dim", 0, "latent_dim"),
-    ("train", "epochs", "ten", "epochs"),
-    ("data", "dataset", "cifar", "cifar"),
-    (None, "family", "flow", "flow"),
-])
+@pytest.mark.parametrize(
+    "section, key, value, words",
+    [
+        ("train", "colour", 1, "unknown key(s) colour"),
+        ("train", "lr", -1.0, "train.lr"),
+        ("train", "batch_size", 0, "train.batch_size"),
+        ("model", "latent_dim", 0, "latent_dim"),
+        ("train", "epochs", "ten", "epochs"),
+        ("data", "dataset", "cifar", "cifar"),
+        (None, "family", "flow", "flow"),
+    ],
+)
 def test_bad_config_json_on_resume_and_sample(run_copy, tmp_path, capsys, section, key, value, words):
     config = json.loads((run_copy / "config.json").read_text())
     (config[section] if section else config)[key] = value
@@ -413,8 +440,10 @@ def save_other_model(path: Path, **config) -> None:
     ckpt.save_tensors(path, VAE(VAEConfig(**config)).state_dict())
 
 
-@pytest.mark.parametrize("config", [dict(arch="conv", conv_channels=(32, 64), latent_dim=32),
-                                    dict(hidden=(64,), latent_dim=3, likelihood="mse")])
+@pytest.mark.parametrize(
+    "config",
+    [dict(arch="conv", conv_channels=(32, 64), latent_dim=32), dict(hidden=(64,), latent_dim=3, likelihood="mse")],
+)
 def test_weights_of_another_architecture(run_copy, tmp_path, capsys, config):
     save_other_model(run_copy / "model.safetensors", **config)
     assert main(["sample", str(run_copy), "--out", str(tmp_path / "s.npy")]) == 2
@@ -426,12 +455,15 @@ def test_weights_of_another_architecture(run_copy, tmp_path, capsys, config):
     assert snapshot(run_copy) == before
 
 
-@pytest.mark.parametrize("convert", [
-    lambda t: t.double().fill_(1e300),  # finite in float64, inf once cast to the model's float32
-    lambda t: t.to(torch.int32),
-    lambda t: t.bool(),
-    lambda t: t.to(torch.complex64),
-])
+@pytest.mark.parametrize(
+    "convert",
+    [
+        lambda t: t.double().fill_(1e300),  # finite in float64, inf once cast to the model's float32
+        lambda t: t.to(torch.int32),
+        lambda t: t.bool(),
+        lambda t: t.to(torch.complex64),
+    ],
+)
 def test_weights_of_another_dtype_are_refused_not_cast(run_copy, tmp_path, capsys, convert):
     path = run_copy / "model.safetensors"
     weights = load_file(path)
@@ -446,8 +478,26 @@ def test_weights_of_another_dtype_are_refused_not_cast(run_copy, tmp_path, capsy
 def test_a_gan_run_from_genlab_0_1_still_loads(mnist_dir, tmp_path):
     """Older GAN runs stored the progress batch as buffers (fixed_z, real_diversity): dropped on load."""
     out = tmp_path / "gan"
-    assert main(["train", "gan", "--preset", "seed", "--data-dir", str(mnist_dir), "--split", "test",
-                 "--max-steps", "2", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "gan",
+                "--preset",
+                "seed",
+                "--data-dir",
+                str(mnist_dir),
+                "--split",
+                "test",
+                "--max-steps",
+                "2",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     weights = load_file(out / "model.safetensors")
     assert not {"fixed_z", "real_diversity"} & set(weights)
     weights |= {"fixed_z": torch.zeros(64, 100), "real_diversity": torch.ones(())}
@@ -584,16 +634,36 @@ def test_resume_is_bit_identical_for_a_channels_last_conv_gan(mnist_dir, tmp_pat
     from genlab.cli import main
 
     def run(out, steps, *extra):
-        args = ["train", "gan", "--preset", "dcgan", "--dataset", "mnist", "--data-dir", str(mnist_dir),
-                "--split", "test", "--batch-size", "32", "--set", "model.width=8", "--checkpoint-every", "6",
-                "--max-steps", str(steps), "--quiet", *extra]
+        args = [
+            "train",
+            "gan",
+            "--preset",
+            "dcgan",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            str(mnist_dir),
+            "--split",
+            "test",
+            "--batch-size",
+            "32",
+            "--set",
+            "model.width=8",
+            "--checkpoint-every",
+            "6",
+            "--max-steps",
+            str(steps),
+            "--quiet",
+            *extra,
+        ]
         assert main(args + ["--out", str(out)] if not extra else args) == 0
 
     run(tmp_path / "straight", 12)
     run(tmp_path / "stopped", 6)
     assert main(["train", "--resume", str(tmp_path / "stopped"), "--max-steps", "12", "--quiet"]) == 0
-    assert (tmp_path / "straight" / "model.safetensors").read_bytes() == \
-        (tmp_path / "stopped" / "model.safetensors").read_bytes()
+    assert (tmp_path / "straight" / "model.safetensors").read_bytes() == (
+        tmp_path / "stopped" / "model.safetensors"
+    ).read_bytes()
 
 
 _FAULTS_PER_STEP = """
@@ -624,9 +694,9 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator only")
 def test_training_steps_reuse_freed_memory_instead_of_faulting_it_in_again():
     """The trainer's allocator setting: a batch-512 mlp step must not page-fault its activations anew."""
+
     def faults_per_step(mode: str) -> float:
-        out = subprocess.run([sys.executable, "-c", _FAULTS_PER_STEP, mode], capture_output=True, text=True,
-                             check=True)
+        out = subprocess.run([sys.executable, "-c", _FAULTS_PER_STEP, mode], capture_output=True, text=True, check=True)
         return float(out.stdout.split()[-1])
 
     default, kept = faults_per_step("default"), faults_per_step("keep")
@@ -646,8 +716,14 @@ def test_cosine_schedule_with_warmup_sets_each_steps_rate(mnist_dir, tmp_path, m
 
     monkeypatch.setattr(VAE, "train_step", train_step)
     out = tmp_path / "cos"
-    assert main(train_args(mnist_dir, out, "--lr", "0.01", "--lr-schedule", "cosine", "--warmup-steps", "4",
-                           "--log-every", "1")) == 0
+    assert (
+        main(
+            train_args(
+                mnist_dir, out, "--lr", "0.01", "--lr-schedule", "cosine", "--warmup-steps", "4", "--log-every", "1"
+            )
+        )
+        == 0
+    )
     expected = [0.01 * min(1, (s + 1) / 4) * (1 + math.cos(math.pi * s / STEPS)) / 2 for s in range(STEPS)]
     assert seen == pytest.approx(expected, rel=1e-12, abs=1e-15)
     assert seen[3] == pytest.approx(0.01 * (1 + math.cos(math.pi * 3 / STEPS)) / 2)  # warm-up over
@@ -667,9 +743,36 @@ def test_linear_schedule_scales_both_gan_rates(mnist_dir, tmp_path, monkeypatch)
         return original(self, nets, opt, x, y, ctx)
 
     monkeypatch.setattr(GAN, "train_step", train_step)
-    assert main(["train", "gan", "--preset", "seed", "--dataset", "mnist", "--data-dir", str(mnist_dir),
-                 "--split", "test", "--batch-size", "500", "--epochs", "1", "--lr", "0.001", "--lr-schedule",
-                 "linear", "--set", "model.d_lr_mult=4", "--out", str(tmp_path / "gan"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "gan",
+                "--preset",
+                "seed",
+                "--dataset",
+                "mnist",
+                "--data-dir",
+                str(mnist_dir),
+                "--split",
+                "test",
+                "--batch-size",
+                "500",
+                "--epochs",
+                "1",
+                "--lr",
+                "0.001",
+                "--lr-schedule",
+                "linear",
+                "--set",
+                "model.d_lr_mult=4",
+                "--out",
+                str(tmp_path / "gan"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     expected = [rate * (1 - s / 20) for s in range(20) for rate in (0.001, 0.004)]  # (G, D) at each step
     assert seen == pytest.approx(expected, rel=1e-12)
 
@@ -685,8 +788,9 @@ def test_scheduled_run_stopped_by_the_clock_resumes_bit_identical(mnist_dir, str
     assert (straight / "model.safetensors").read_bytes() != (out / "model.safetensors").read_bytes()
 
 
-def test_time_clock_decays_the_rate_over_max_minutes_and_resumes_down_the_same_curve(mnist_dir, tmp_path,
-                                                                                      monkeypatch, capsys):
+def test_time_clock_decays_the_rate_over_max_minutes_and_resumes_down_the_same_curve(
+    mnist_dir, tmp_path, monkeypatch, capsys
+):
     """--lr-clock time: step s takes lr * (1 + cos(pi * t / budget)) / 2, t the training seconds before it
     (a fake clock: one second per step), and the run ends with the budget, not the planned 60 steps."""
     seen, now = [], [0.0]
@@ -719,8 +823,10 @@ def test_time_clock_decays_the_rate_over_max_minutes_and_resumes_down_the_same_c
     assert logged_steps(out)[-1] == 46 and json.loads((out / "summary.json").read_text())["steps"] == 46
 
 
-@pytest.mark.parametrize("flags, expected", [({"avx512f", "avx512_bf16"}, "bf16"), ({"amx_bf16"}, "bf16"),
-                                             ({"avx512f", "avx2"}, "fp32"), (set(), "fp32")])
+@pytest.mark.parametrize(
+    "flags, expected",
+    [({"avx512f", "avx512_bf16"}, "bf16"), ({"amx_bf16"}, "bf16"), ({"avx512f", "avx2"}, "fp32"), (set(), "fp32")],
+)
 def test_precision_auto_autocasts_only_where_the_cpu_has_bf16(mnist_dir, tmp_path, monkeypatch, flags, expected):
     autocast = []
     original = VAE.train_step
@@ -745,16 +851,27 @@ def test_two_trainings_into_one_out_never_mix(mnist_dir, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "OMP_NUM_THREADS": "1"}
     for attempt in range(3):
         out = tmp_path / f"race{attempt}"
-        procs = [subprocess.Popen([sys.executable, "-m", "genlab", *train_args(mnist_dir, out, "--seed", str(seed),
-                                                                             "--max-steps", "30", "--quiet")],
-                                  env=env, stderr=subprocess.PIPE, text=True) for seed in (5, 6)]
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "genlab",
+                    *train_args(mnist_dir, out, "--seed", str(seed), "--max-steps", "30", "--quiet"),
+                ],
+                env=env,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for seed in (5, 6)
+        ]
         results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
         codes = sorted(code for code, _ in results)
         assert codes == [0, 2], results
         winner = 5 + [code for code, _ in results].index(0)
         loser_err = next(err for code, err in results if code == 2)
         # refused while the other trains, or (if it finished first) because the folder holds its run
-        assert ("is being written by another genlab process" in loser_err or "already holds files" in loser_err)
+        assert "is being written by another genlab process" in loser_err or "already holds files" in loser_err
         assert len(loser_err.strip().splitlines()) == 1, loser_err
         assert json.loads((out / "config.json").read_text())["train"]["seed"] == winner
         steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -794,11 +911,14 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_has_started(run_copy, mni
     assert not (run_copy / ".replaced").exists()
 
 
-@pytest.mark.parametrize("flags,words", [
-    (["--latent-dim", "1000000000000"], "more than this machine's"),
-    (["--set", "model.hidden=[1000000000000]"], "more than this machine's"),
-    (["--set", "model.image_shape=[1,32,32]"], "set model.image_shape to [1, 28, 28]"),
-])
+@pytest.mark.parametrize(
+    "flags,words",
+    [
+        (["--latent-dim", "1000000000000"], "more than this machine's"),
+        (["--set", "model.hidden=[1000000000000]"], "more than this machine's"),
+        (["--set", "model.image_shape=[1,32,32]"], "set model.image_shape to [1, 28, 28]"),
+    ],
+)
 def test_impossible_models_fail_before_anything_is_written(mnist_dir, tmp_path, capsys, flags, words):
     out = tmp_path / "never"
     assert main(train_args(mnist_dir, out, *flags)) == 2

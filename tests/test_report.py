@@ -12,24 +12,56 @@ import numpy as np
 import pytest
 
 from genlab.evaluate import Evaluation
-from genlab.report import (VERDICT_HEADING, best_runs, compare_html, evaluation_html, fmt, metrics_table_text,
-                           score, training_curves_png, verdict, write_metrics_json)
+from genlab.report import (
+    VERDICT_HEADING,
+    best_runs,
+    compare_html,
+    evaluation_html,
+    fmt,
+    metrics_table_text,
+    score,
+    training_curves_png,
+    verdict,
+    write_metrics_json,
+)
 
 
 def _row(key, value, better, extractor="genlab-cnn-mnist-v1", **extra):
-    return {"key": key, "label": key.upper(), "value": value, "better": better, "extractor": extractor,
-            "explain": f"what {key} means", **extra}
+    return {
+        "key": key,
+        "label": key.upper(),
+        "value": value,
+        "better": better,
+        "extractor": extractor,
+        "explain": f"what {key} means",
+        **extra,
+    }
 
 
 def _result(fid, precision, density, copies, n=500, dataset="mnist", notes=()):
     return {
-        "genlab_version": "0.1.0", "dataset": dataset, "n": n, "seed": 0, "seconds": 1.0,
+        "genlab_version": "0.1.0",
+        "dataset": dataset,
+        "n": n,
+        "seed": 0,
+        "seconds": 1.0,
         "reference": {"split": "test", "n": 10000, "n_subset": n},
-        "source": {"kind": "run", "name": "x"}, "notes": list(notes),
-        "extractors": {"genlab-cnn-mnist-v1": {"name": "genlab-cnn-mnist-v1", "sha256": "0" * 64,
-                                               "test_accuracy": 0.98, "accuracy_on": "mnist test[8000:10000]"}},
-        "summary": [_row("fid", fid, "lower"), _row("precision", precision, "higher"),
-                    _row("density", density, "target:1"), _row("memo_copies", copies, "target:0.01", "pixels")],
+        "source": {"kind": "run", "name": "x"},
+        "notes": list(notes),
+        "extractors": {
+            "genlab-cnn-mnist-v1": {
+                "name": "genlab-cnn-mnist-v1",
+                "sha256": "0" * 64,
+                "test_accuracy": 0.98,
+                "accuracy_on": "mnist test[8000:10000]",
+            }
+        },
+        "summary": [
+            _row("fid", fid, "lower"),
+            _row("precision", precision, "higher"),
+            _row("density", density, "target:1"),
+            _row("memo_copies", copies, "target:0.01", "pixels"),
+        ],
         "details": {},
     }
 
@@ -57,8 +89,12 @@ def test_best_run_per_metric_and_the_verdict():
     assert "is best on 2 of 4 metrics" in text and "GAN wins 2" in text and "VAE wins 2" in text
     assert "On FID (genlab-cnn-mnist-v1) the best is gan-dcgan" in text
     runs[1]["result"]["summary"][0]["value"] = 30.0  # now FID is a tie: nobody's win
-    assert verdict(runs, best_runs(runs))[0] == "vae-mlp (vae) is best on 2 of 4 metrics; then gan-dcgan (gan): 1; 1 tied."
-    assert verdict(runs[:1], best_runs(runs[:1])) == ["Need at least two runs with comparable metrics to name a winner."]
+    assert (
+        verdict(runs, best_runs(runs))[0] == "vae-mlp (vae) is best on 2 of 4 metrics; then gan-dcgan (gan): 1; 1 tied."
+    )
+    assert verdict(runs[:1], best_runs(runs[:1])) == [
+        "Need at least two runs with comparable metrics to name a winner."
+    ]
 
 
 def test_metric_table_text_lists_every_headline_number():
@@ -85,12 +121,32 @@ def test_evaluation_page_embeds_its_images_and_explains_each_metric():
     samples = rng.random((20, 1, 28, 28), dtype=np.float32)
     result = _result(fid=3.0, precision=0.9, density=1.0, copies=0.01, notes=["a <note> to show"])
     result["details"] = {
-        "modes": {"histogram": [0.1] * 10, "real_histogram": [0.1] * 10, "class_names": list("0123456789"),
-                  "normalized_entropy": 1.0, "missing_classes": []},
-        "memo": {"closest": [{"sample_index": 0, "train_index": 5, "distance": 1.5}], "train_set": "mnist train",
-                 "threshold": 2.0, "quantile": 0.01, "n_copies": 1},
-        "ks": {"tests": [{"statistic": "ink_area", "real_mean": 0.2, "fake_mean": 0.3, "ks": 0.4,
-                          "p_adjusted": 1e-9, "differs": True}]},
+        "modes": {
+            "histogram": [0.1] * 10,
+            "real_histogram": [0.1] * 10,
+            "class_names": list("0123456789"),
+            "normalized_entropy": 1.0,
+            "missing_classes": [],
+        },
+        "memo": {
+            "closest": [{"sample_index": 0, "train_index": 5, "distance": 1.5}],
+            "train_set": "mnist train",
+            "threshold": 2.0,
+            "quantile": 0.01,
+            "n_copies": 1,
+        },
+        "ks": {
+            "tests": [
+                {
+                    "statistic": "ink_area",
+                    "real_mean": 0.2,
+                    "fake_mean": 0.3,
+                    "ks": 0.4,
+                    "p_adjusted": 1e-9,
+                    "differs": True,
+                }
+            ]
+        },
     }
     page = evaluation_html(Evaluation(result=result, samples=samples, pairs=(samples[:1], samples[1:2])))
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
@@ -102,12 +158,27 @@ def test_evaluation_page_embeds_its_images_and_explains_each_metric():
 
 def test_compare_page_marks_the_best_and_says_what_was_evaluated_on_the_fly(tmp_path):
     (tmp_path / "metrics.jsonl").write_text(
-        "\n".join(json.dumps({"step": s, "loss": 1.0 / s}) for s in range(1, 6)) + "\n")
+        "\n".join(json.dumps({"step": s, "loss": 1.0 / s}) for s in range(1, 6)) + "\n"
+    )
     runs = [
-        {"name": "a", "family": "vae", "preset": "mlp", "dir": str(tmp_path), "on_the_fly": False,
-         "samples_png": None, "result": _result(fid=5.0, precision=0.5, density=1.0, copies=0.01)},
-        {"name": "b", "family": "gan", "preset": "dcgan", "dir": str(tmp_path / "nowhere"), "on_the_fly": True,
-         "samples_png": None, "result": _result(fid=4.0, precision=0.4, density=1.0, copies=0.01, n=200)},
+        {
+            "name": "a",
+            "family": "vae",
+            "preset": "mlp",
+            "dir": str(tmp_path),
+            "on_the_fly": False,
+            "samples_png": None,
+            "result": _result(fid=5.0, precision=0.5, density=1.0, copies=0.01),
+        },
+        {
+            "name": "b",
+            "family": "gan",
+            "preset": "dcgan",
+            "dir": str(tmp_path / "nowhere"),
+            "on_the_fly": True,
+            "samples_png": None,
+            "result": _result(fid=4.0, precision=0.4, density=1.0, copies=0.01, n=200),
+        },
     ]
     page = compare_html(runs)
     assert "Which run is best, by metric" in page and "evaluated on the fly with n=200" in page
@@ -132,18 +203,58 @@ def test_training_curves_plot_every_logged_figure_of_any_family(tmp_path, monkey
     from genlab.io import read_jsonl
 
     vae, gan = tmp_path / "vae.jsonl", tmp_path / "gan.jsonl"
-    vae.write_text("".join(json.dumps({"step": s, "epoch": s / 10, "loss": 1.0 / s, "recon": 0.5, "kl": 0.1,
-                                       "kl_per_dim": [0.1, 0.2], "applied": 1.0, "lr": 1e-3, "seconds": 0.1})
-                           + "\n" for s in range(1, 6)) + "{broken line\n")
-    gan.write_text("".join(json.dumps({"step": s, "loss_d": 1.0, "loss_g": 2.0, "d_real": 0.7, "collapsed": 1.0,
-                                       "pairwise_l2": 0.4, "diversity": 0.3, "skipped_steps": 0, "ok": True})
-                           + "\n" for s in range(1, 6)))
+    vae.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "step": s,
+                    "epoch": s / 10,
+                    "loss": 1.0 / s,
+                    "recon": 0.5,
+                    "kl": 0.1,
+                    "kl_per_dim": [0.1, 0.2],
+                    "applied": 1.0,
+                    "lr": 1e-3,
+                    "seconds": 0.1,
+                }
+            )
+            + "\n"
+            for s in range(1, 6)
+        )
+        + "{broken line\n"
+    )
+    gan.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "step": s,
+                    "loss_d": 1.0,
+                    "loss_g": 2.0,
+                    "d_real": 0.7,
+                    "collapsed": 1.0,
+                    "pairwise_l2": 0.4,
+                    "diversity": 0.3,
+                    "skipped_steps": 0,
+                    "ok": True,
+                }
+            )
+            + "\n"
+            for s in range(1, 6)
+        )
+    )
     panels = []
     real_grid = plots.panel_grid
     monkeypatch.setattr(plots, "panel_grid", lambda n: panels.append(n) or real_grid(n))
     assert training_curves_png([("v", vae), ("g", gan)]).startswith(b"\x89PNG")
     assert plots.curve_keys(read_jsonl(vae) + read_jsonl(gan)) == [
-        "loss", "loss_d", "loss_g", "recon", "kl", "d_real", "diversity"]
+        "loss",
+        "loss_d",
+        "loss_g",
+        "recon",
+        "kl",
+        "d_real",
+        "diversity",
+    ]
     assert panels == [7]
     assert training_curves_png([("none", tmp_path / "missing.jsonl")]) is None
 
@@ -156,8 +267,12 @@ def test_loss_plot_is_family_agnostic_and_never_too_wide(tmp_path):
 
     log = tmp_path / "metrics.jsonl"
     names = ["d_real", "loss_g", "gp", "loss_d", "d_fake", "diversity", "grad_norm", "fid_proxy", "ema_gap"]
-    log.write_text("".join(json.dumps({"step": s, "seconds": 1.0, **{k: float(s + i) for i, k in enumerate(names)}})
-                           + "\n" for s in range(0, 300, 10)))
+    log.write_text(
+        "".join(
+            json.dumps({"step": s, "seconds": 1.0, **{k: float(s + i) for i, k in enumerate(names)}}) + "\n"
+            for s in range(0, 300, 10)
+        )
+    )
     plot_losses(log, tmp_path / "loss.png", title="a long title: some family / some preset")
     with Image.open(tmp_path / "loss.png") as im:
         width, height = im.size

@@ -73,14 +73,31 @@ def test_bernoulli_reconstruction_is_summed_bce():
     assert torch.allclose(nll, ref, rtol=1e-4)
 
 
-@pytest.mark.parametrize("bad", [dict(latent_dim=0), dict(beta=-1.0), dict(likelihood="poisson"),
-                                 dict(hidden=()), dict(arch="rnn"), dict(recon_reduction="max"),
-                                 dict(arch="conv", conv_dense=(0,)), dict(iw_samples=0),
-                                 dict(iw_samples=5, beta=4.0), dict(iw_samples=5, kl_warmup_steps=100),
-                                 dict(prior="laplace"), dict(prior="vamp", pseudo_inputs=0),
-                                 dict(prior="vamp", pseudo_inputs=2.5), dict(prior="vamp", conditional=True),
-                                 dict(encoder_arch="rnn"), dict(activation="tanh"), dict(flow_steps=-1), dict(flow_steps=1.5),
-                                 dict(flow_hidden=0), dict(flow_steps=2, top_latent_dim=3)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(latent_dim=0),
+        dict(beta=-1.0),
+        dict(likelihood="poisson"),
+        dict(hidden=()),
+        dict(arch="rnn"),
+        dict(recon_reduction="max"),
+        dict(arch="conv", conv_dense=(0,)),
+        dict(iw_samples=0),
+        dict(iw_samples=5, beta=4.0),
+        dict(iw_samples=5, kl_warmup_steps=100),
+        dict(prior="laplace"),
+        dict(prior="vamp", pseudo_inputs=0),
+        dict(prior="vamp", pseudo_inputs=2.5),
+        dict(prior="vamp", conditional=True),
+        dict(encoder_arch="rnn"),
+        dict(activation="tanh"),
+        dict(flow_steps=-1),
+        dict(flow_steps=1.5),
+        dict(flow_hidden=0),
+        dict(flow_steps=2, top_latent_dim=3),
+    ],
+)
 def test_bad_model_config_is_refused(bad):
     from genlab.errors import ConfigError
 
@@ -96,8 +113,9 @@ def _steps(model, x, n_steps, lr=1e-3):
     for s in range(n_steps):
         g.manual_seed(s)
         idx = torch.arange(s * 64, (s + 1) * 64) % x.shape[0]
-        out = model.train_step(model.networks(), opts, x[idx], torch.zeros(64, dtype=torch.long),
-                               StepContext(s, StepNoise(g), settings))
+        out = model.train_step(
+            model.networks(), opts, x[idx], torch.zeros(64, dtype=torch.long), StepContext(s, StepNoise(g), settings)
+        )
         losses.append(float(out.loss))
     return losses
 

@@ -32,18 +32,16 @@ from safetensors.torch import save as st_save
 from . import __version__
 from .errors import CheckpointError, DivergenceError, GenlabError
 from .io import atomic_write_bytes, atomic_write_text, fsync_dir, remove_quietly, why
-
-from .runs import CHECKPOINT_DIR, CONFIG_FILE, MODEL_FILE  # noqa: E402,F401  (re-exported for callers)
+from .runs import CHECKPOINT_DIR, CONFIG_FILE, MODEL_FILE  # noqa: F401  (re-exported for callers)
 
 
 # -- tensors <-> safetensors ----------------------------------------------------------
 def nonfinite_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
     """Names of floating-point tensors holding NaN or inf."""
-    return [k for k, v in tensors.items()
-            if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    return [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
-def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> None:
     # safetensors refuses shared or strided storage: give it dense, detached CPU copies.
     dense = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     # One metadata key: safetensors keeps metadata in a hash map whose order varies
@@ -64,7 +62,11 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return st_load(data)
     except (SafetensorError, ValueError, RuntimeError) as e:
-        hint = " (it looks like a pickle file: genlab never loads those)" if data[:1] == b"\x80" or data[:2] == b"PK" else ""
+        hint = (
+            " (it looks like a pickle file: genlab never loads those)"
+            if data[:1] == b"\x80" or data[:2] == b"PK"
+            else ""
+        )
         raise CheckpointError(f"{path}: not a valid safetensors file{hint}: {e}") from None
 
 
@@ -83,11 +85,16 @@ def load_state_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], w
     expected = module.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
-    wrong = [f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(v.shape)}"
-             for k, v in expected.items() if k in tensors and tensors[k].shape != v.shape]
-    wrong += [f"{k}: file {str(tensors[k].dtype).removeprefix('torch.')} vs model "
-              f"{str(v.dtype).removeprefix('torch.')}"
-              for k, v in expected.items() if k in tensors and tensors[k].dtype != v.dtype]
+    wrong = [
+        f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in tensors and tensors[k].shape != v.shape
+    ]
+    wrong += [
+        f"{k}: file {str(tensors[k].dtype).removeprefix('torch.')} vs model {str(v.dtype).removeprefix('torch.')}"
+        for k, v in expected.items()
+        if k in tensors and tensors[k].dtype != v.dtype
+    ]
     if missing or unexpected or wrong:
         parts: list[str] = []
         if missing:
@@ -99,8 +106,10 @@ def load_state_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], w
         raise CheckpointError(f"{where}: weights do not fit this model's architecture: {'; '.join(parts)}")
     bad = nonfinite_tensors(tensors)
     if bad:
-        raise CheckpointError(f"{where}: {len(bad)} tensor(s) hold NaN or inf (e.g. {bad[0]}); the file is damaged "
-                              f"(genlab never writes non-finite weights)")
+        raise CheckpointError(
+            f"{where}: {len(bad)} tensor(s) hold NaN or inf (e.g. {bad[0]}); the file is damaged "
+            f"(genlab never writes non-finite weights)"
+        )
     module.load_state_dict(tensors, strict=True)
 
 
@@ -184,8 +193,11 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
     root = Path(run_dir) / CHECKPOINT_DIR
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir()
-             if (m := _STEP_DIR.fullmatch(p.name)) and p.is_dir() and (p / "state.json").is_file()]
+    found = [
+        (int(m.group(1)), p)
+        for p in root.iterdir()
+        if (m := _STEP_DIR.fullmatch(p.name)) and p.is_dir() and (p / "state.json").is_file()
+    ]
     return [p for _, p in sorted(found)]
 
 
@@ -195,14 +207,21 @@ def latest_checkpoint(run_dir: Path) -> Path:
         raise CheckpointError(f"{run_dir}: no such run directory")
     found = checkpoint_dirs(run_dir)
     if not found:
-        raise CheckpointError(f"{run_dir}: no checkpoint to resume from (looked in {run_dir / CHECKPOINT_DIR}); "
-                              f"start again with --overwrite")
+        raise CheckpointError(
+            f"{run_dir}: no checkpoint to resume from (looked in {run_dir / CHECKPOINT_DIR}); "
+            f"start again with --overwrite"
+        )
     return found[-1]
 
 
-
-def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, state: dict[str, Any], keep: int,
-                    meta: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model: torch.nn.Module,
+    state: dict[str, Any],
+    keep: int,
+    meta: dict[str, Any] | None = None,
+) -> Path:
     """Write checkpoints/step-XXXXXXXX/ atomically, then delete all but the newest ``keep``.
 
     ``meta`` (JSON: the run's config, dataset size, ...) is stored in state.json
@@ -224,8 +243,9 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, state: dic
     try:
         save_tensors(tmp / MODEL_FILE, weights)
         save_tensors(tmp / "state.safetensors", tensors)
-        atomic_write_text(tmp / "state.json", json.dumps(
-            {"format": STATE_FORMAT, "step": step, **(meta or {}), "state": skeleton}))
+        atomic_write_text(
+            tmp / "state.json", json.dumps({"format": STATE_FORMAT, "step": step, **(meta or {}), "state": skeleton})
+        )
         if final.exists():
             remove_quietly(final)
         os.replace(tmp, final)
@@ -250,8 +270,7 @@ def read_checkpoint_meta(path: Path) -> dict[str, Any]:
         meta = json.loads((path / "state.json").read_text())
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
         raise CheckpointError(f"{path / 'state.json'}: unreadable ({e})") from None
-    if not (isinstance(meta, dict) and type(meta.get("step")) is int and meta["step"] >= 0
-            and "state" in meta):
+    if not (isinstance(meta, dict) and type(meta.get("step")) is int and meta["step"] >= 0 and "state" in meta):
         raise CheckpointError(f"{path / 'state.json'}: not a genlab checkpoint (no step or state)")
     return meta
 
@@ -286,8 +305,10 @@ def load_run(run_dir: Path, device: str | torch.device = "cpu"):
     if not weights.is_file():
         ckpts = checkpoint_dirs(run_dir)
         if not ckpts:
-            raise CheckpointError(f"{run_dir}: no {MODEL_FILE} and no checkpoint: training never finished "
-                                  f"a checkpoint (resume it with: genlab train --resume {run_dir})")
+            raise CheckpointError(
+                f"{run_dir}: no {MODEL_FILE} and no checkpoint: training never finished "
+                f"a checkpoint (resume it with: genlab train --resume {run_dir})"
+            )
         weights = ckpts[-1] / MODEL_FILE
     model = build_model(config.family, config.model)
     load_state_into(model, load_tensors(weights), str(weights))

@@ -10,8 +10,8 @@ import argparse
 import dataclasses
 import json
 import sys
-from pathlib import Path
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
@@ -25,6 +25,7 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"genlab: error: {self.prog.removeprefix('genlab ')}: {' '.join(message.split())}\n")
 
+
 # Flags that set a training-config field: flag -> (field, type, help). Model flags come from the
 # registry (genlab.models.model_flags), each family declaring its own.
 TRAIN_FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
@@ -33,8 +34,11 @@ TRAIN_FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "--lr": ("lr", float, "learning rate (a GAN's: the generator's; D's is lr * model.d_lr_mult)"),
     "--lr-schedule": ("lr_schedule", str, "constant | cosine | linear (decay to 0 over the planned steps)"),
     "--warmup-steps": ("warmup_steps", int, "raise the learning rate linearly over these first steps"),
-    "--lr-clock": ("lr_clock", str, "steps | time (the schedule spans --max-minutes of training instead "
-                                    "of the planned steps)"),
+    "--lr-clock": (
+        "lr_clock",
+        str,
+        "steps | time (the schedule spans --max-minutes of training instead of the planned steps)",
+    ),
     "--seed": ("seed", seed, "one seed for weights, data order and noise (default 0)"),
     "--device": ("device", str, "auto | cpu | cuda | cuda:N"),
     "--log-every": ("log_every", int, "steps between metrics.jsonl lines"),
@@ -79,8 +83,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         sets = _parse_sets(args.set)
         fixed += [f"--set {k}" for k in sets if not resume_may_change(k)]
         if fixed:
-            raise ConfigError(f"{', '.join(fixed)} cannot change a run being resumed; only "
-                              f"{', '.join(sorted(allowed))} can (or start a new run)")
+            raise ConfigError(
+                f"{', '.join(fixed)} cannot change a run being resumed; only "
+                f"{', '.join(sorted(allowed))} can (or start a new run)"
+            )
         for flag in sorted(allowed):
             if getattr(args, _dest(flag)) is not None:
                 setattr(run.train, TRAIN_FLAGS[flag][0], getattr(args, _dest(flag)))
@@ -92,8 +98,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = train(run, run_dir, resume=True, quiet=args.quiet)
     else:
         if not args.family:
-            raise ConfigError("say which model to train: genlab train FAMILY [--preset NAME] "
-                              "(see `genlab presets`), or --resume RUN_DIR")
+            raise ConfigError(
+                "say which model to train: genlab train FAMILY [--preset NAME] "
+                "(see `genlab presets`), or --resume RUN_DIR"
+            )
         preset = get_preset(args.family, args.preset)
         model_cfg = dataclasses.asdict(preset.model)
         train_cfg = {**dataclasses.asdict(TrainConfig()), **preset.train}
@@ -101,8 +109,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             value = getattr(args, _dest(flag))
             if value is not None:
                 if args.family not in spec.families:
-                    raise ConfigError(f"{flag} does not apply to {args.family} models "
-                                      f"(it is a flag of {', '.join(spec.families)})")
+                    raise ConfigError(
+                        f"{flag} does not apply to {args.family} models (it is a flag of {', '.join(spec.families)})"
+                    )
                 model_cfg[spec.field] = value
         for flag, (field, _, _) in TRAIN_FLAGS.items():
             value = getattr(args, _dest(flag))
@@ -114,15 +123,18 @@ def cmd_train(args: argparse.Namespace) -> int:
             section, _, name = key.partition(".")
             (model_cfg if section == "model" else train_cfg)[name] = value
         run = RunConfig(
-            family=args.family, preset=args.preset,
+            family=args.family,
+            preset=args.preset,
             model=config_from_dict(get_family(args.family).config_class, model_cfg, "model"),
             data=DataConfig(dataset=args.dataset, split=args.split, data_dir=args.data_dir),
             train=config_from_dict(TrainConfig, train_cfg, "train"),
         )
         result = train(run, Path(args.out) if args.out else None, overwrite=args.overwrite, quiet=args.quiet)
     if not args.quiet and result.seconds > 0:  # 0: a finished run was resumed and left as it was
-        print(f"trained {result.steps} steps ({result.epochs:.2f} epochs) in {result.seconds:.1f}s, "
-              f"{result.images_per_second:,.0f} images/s -> {result.run_dir}")
+        print(
+            f"trained {result.steps} steps ({result.epochs:.2f} epochs) in {result.seconds:.1f}s, "
+            f"{result.images_per_second:,.0f} images/s -> {result.run_dir}"
+        )
     return 0
 
 
@@ -152,8 +164,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         raise GenlabError(f"{out} exists; pass --overwrite to replace it")
     if suffix == ".png" and args.n > MAX_GRID:
-        raise ConfigError(f"a PNG grid of {args.n:,} images is unreadable (at most {MAX_GRID:,}); "
-                          f"write them to FILE.npy")
+        raise ConfigError(
+            f"a PNG grid of {args.n:,} images is unreadable (at most {MAX_GRID:,}); write them to FILE.npy"
+        )
     model, run = load_run(Path(args.run), device=inference_device(args.device))
     labels = None
     if args.label is not None:
@@ -200,39 +213,60 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("train", help="train a model into a run directory",
-                       description="Train a model of one family. Flags override the preset's settings.")
+    p = sub.add_parser(
+        "train",
+        help="train a model into a run directory",
+        description="Train a model of one family. Flags override the preset's settings.",
+    )
     p.add_argument("family", nargs="?", choices=family_names(), help="model family")
     p.add_argument("--preset", default="seed", help="named configuration (see `genlab presets`; default seed)")
     p.add_argument("--dataset", default="mnist", help="mnist or fashion-mnist (default mnist)")
-    p.add_argument("--split", default="train", choices=["train", "test"],
-                   help="split to train on (default train; MNIST's train split may be missing: use test)")
-    p.add_argument("--data-dir", help="folder holding the dataset's IDX files (else GENLAB_DATA_DIR, cache, "
-                                      "/usr/share/datasets)")
+    p.add_argument(
+        "--split",
+        default="train",
+        choices=["train", "test"],
+        help="split to train on (default train; MNIST's train split may be missing: use test)",
+    )
+    p.add_argument(
+        "--data-dir", help="folder holding the dataset's IDX files (else GENLAB_DATA_DIR, cache, /usr/share/datasets)"
+    )
     p.add_argument("--out", type=output_path, help="run directory (default runs/FAMILY-PRESET-DATASET-TIME)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks (slower start)")
-    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
-                   help="set any config field, e.g. --set model.hidden=[512,256] (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="SECTION.KEY=VALUE",
+        help="set any config field, e.g. --set model.hidden=[512,256] (repeatable)",
+    )
     training = p.add_argument_group("training options (every family)")
     for flag, (_, typ, help_) in TRAIN_FLAGS.items():
-        training.add_argument(flag, type=typ, default=None, dest=_dest(flag), metavar=typ.__name__.upper(),
-                              help=help_)
+        training.add_argument(flag, type=typ, default=None, dest=_dest(flag), metavar=typ.__name__.upper(), help=help_)
     groups: dict[tuple[str, ...], argparse._ArgumentGroup] = {}
     for spec in model_flags().values():
         if spec.families not in groups:
             groups[spec.families] = p.add_argument_group(f"model options ({', '.join(spec.families)})")
-        groups[spec.families].add_argument(spec.flag, type=spec.type, default=None, dest=_dest(spec.flag),
-                                           metavar=spec.type.__name__.upper(), help=spec.help)
+        groups[spec.families].add_argument(
+            spec.flag,
+            type=spec.type,
+            default=None,
+            dest=_dest(spec.flag),
+            metavar=spec.type.__name__.upper(),
+            help=spec.help,
+        )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="draw samples from a trained run")
     p.add_argument("run", help="run directory")
     p.add_argument("-n", type=bounded_int(1, 10**9), default=64, help="number of samples (default 64)")
-    p.add_argument("--out", type=output_path, required=True,
-                   help="FILE.png (grid) or FILE.npy (float32 N,C,H,W in [0,1], written in chunks)")
+    p.add_argument(
+        "--out",
+        type=output_path,
+        required=True,
+        help="FILE.png (grid) or FILE.npy (float32 N,C,H,W in [0,1], written in chunks)",
+    )
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--label", type=bounded_int(0, 10**6), help="class to draw (conditional models)")
     p.add_argument("--device", default="auto")

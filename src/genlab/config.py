@@ -11,21 +11,21 @@ import dataclasses
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any
 
 from . import __version__
 from .errors import ConfigError
+
 
 def config_from_dict(cls: type, values: Mapping[str, Any], where: str) -> Any:
     """Build dataclass ``cls`` from a dict, refusing unknown keys and wrong types."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(map(str, set(values) - set(fields)))
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; "
-                          f"valid keys: {', '.join(sorted(fields))}")
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(fields))}")
     converted = {k: _coerce(v, fields[k], where) for k, v in values.items()}
     return cls(**converted)
 
@@ -33,8 +33,8 @@ def config_from_dict(cls: type, values: Mapping[str, Any], where: str) -> Any:
 def _coerce(value: Any, field: dataclasses.Field, where: str) -> Any:
     """JSON gives lists where the dataclass wants tuples; ints where it wants floats."""
     default = field.default if field.default is not dataclasses.MISSING else None
-    if field.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        default = field.default_factory()  # type: ignore[misc]
+    if field.default_factory is not dataclasses.MISSING:
+        default = field.default_factory()
     if isinstance(default, tuple) and isinstance(value, list):
         return tuple(value)
     if isinstance(value, bool) and not isinstance(default, bool) and default is not None:
@@ -43,8 +43,7 @@ def _coerce(value: Any, field: dataclasses.Field, where: str) -> Any:
         return float(value)
     if default is not None and value is not None and not isinstance(value, type(default)):
         if not (isinstance(default, float) and isinstance(value, int)):
-            raise ConfigError(f"{where}.{field.name} must be {type(default).__name__}, "
-                              f"got {value!r}")
+            raise ConfigError(f"{where}.{field.name} must be {type(default).__name__}, got {value!r}")
     return value
 
 
@@ -82,13 +81,18 @@ class DataConfig:
     def validate(self) -> None:
         from .data import DATASETS
 
-        _check_types(self, {"dataset": (str,), "split": (str,), "data_dir": (str,), "sources": (dict,)},
-                     {"data_dir"}, "data")
-        require(self.dataset in DATASETS,
-                f"data.dataset: unknown dataset {self.dataset!r}; valid names: {', '.join(DATASETS)}")
+        _check_types(
+            self, {"dataset": (str,), "split": (str,), "data_dir": (str,), "sources": (dict,)}, {"data_dir"}, "data"
+        )
+        require(
+            self.dataset in DATASETS,
+            f"data.dataset: unknown dataset {self.dataset!r}; valid names: {', '.join(DATASETS)}",
+        )
         require(self.split in ("train", "test"), f"data.split must be 'train' or 'test', got {self.split!r}")
-        require(all(isinstance(k, str) and isinstance(v, str) for k, v in self.sources.items()),
-                "data.sources must map file roles to paths (strings)")
+        require(
+            all(isinstance(k, str) and isinstance(v, str) for k, v in self.sources.items()),
+            "data.sources must map file roles to paths (strings)",
+        )
 
 
 LR_SCHEDULES = ("constant", "cosine", "linear")
@@ -118,36 +122,64 @@ class TrainConfig:
     # where the hardware has bf16 arithmetic (recent GPUs, CPUs with avx512_bf16 / amx_bf16), else fp32
 
     def validate(self) -> None:
-        _check_types(self, {"epochs": _INT, "batch_size": _INT, "lr": _NUM, "lr_schedule": (str,),
-                            "warmup_steps": _INT, "lr_clock": (str,), "seed": _INT, "device": (str,),
-                            "log_every": _INT, "checkpoint_every": _INT, "keep_checkpoints": _INT,
-                            "grad_clip": _NUM, "on_nonfinite": (str,), "sample_every": _INT,
-                            "max_steps": _INT, "max_minutes": _NUM, "compile": (bool,),
-                            "precision": (str,)},
-                     {"grad_clip", "max_steps", "max_minutes"}, "train")
+        _check_types(
+            self,
+            {
+                "epochs": _INT,
+                "batch_size": _INT,
+                "lr": _NUM,
+                "lr_schedule": (str,),
+                "warmup_steps": _INT,
+                "lr_clock": (str,),
+                "seed": _INT,
+                "device": (str,),
+                "log_every": _INT,
+                "checkpoint_every": _INT,
+                "keep_checkpoints": _INT,
+                "grad_clip": _NUM,
+                "on_nonfinite": (str,),
+                "sample_every": _INT,
+                "max_steps": _INT,
+                "max_minutes": _NUM,
+                "compile": (bool,),
+                "precision": (str,),
+            },
+            {"grad_clip", "max_steps", "max_minutes"},
+            "train",
+        )
         require(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")
         require(self.batch_size >= 1, f"train.batch_size must be >= 1, got {self.batch_size}")
         require(math.isfinite(self.lr) and self.lr > 0, f"train.lr must be a positive number, got {self.lr}")
-        require(self.lr_schedule in LR_SCHEDULES, f"train.lr_schedule must be one of "
-                f"{', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        require(
+            self.lr_schedule in LR_SCHEDULES,
+            f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}",
+        )
         require(self.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
         require(self.lr_clock in LR_CLOCKS, f"train.lr_clock must be steps or time, got {self.lr_clock!r}")
-        require(self.lr_clock != "time" or self.max_minutes is not None,
-                "train.lr_clock=time needs a time budget to decay over: set --max-minutes")
+        require(
+            self.lr_clock != "time" or self.max_minutes is not None,
+            "train.lr_clock=time needs a time budget to decay over: set --max-minutes",
+        )
         require(0 <= self.seed < 2**63, f"train.seed must be in 0..2^63-1, got {self.seed}")
-        require(self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device) is not None,
-                f"train.device must be auto, cpu or cuda, got {self.device!r}")
+        require(
+            self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device) is not None,
+            f"train.device must be auto, cpu or cuda, got {self.device!r}",
+        )
         require(self.log_every >= 1, f"train.log_every must be >= 1, got {self.log_every}")
         require(self.checkpoint_every >= 0, "train.checkpoint_every must be >= 0")
         require(self.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1")
         require(self.grad_clip is None or self.grad_clip > 0, f"train.grad_clip must be > 0, got {self.grad_clip}")
-        require(self.on_nonfinite in ("stop", "skip"),
-                f"train.on_nonfinite must be 'stop' or 'skip', got {self.on_nonfinite!r}")
+        require(
+            self.on_nonfinite in ("stop", "skip"),
+            f"train.on_nonfinite must be 'stop' or 'skip', got {self.on_nonfinite!r}",
+        )
         require(self.sample_every >= 0, "train.sample_every must be >= 0")
         require(self.max_steps is None or self.max_steps >= 1, "train.max_steps must be >= 1")
         require(self.max_minutes is None or self.max_minutes > 0, "train.max_minutes must be > 0")
-        require(self.precision in ("fp32", "bf16", "auto"),
-                f"train.precision must be fp32, bf16 or auto, got {self.precision!r}")
+        require(
+            self.precision in ("fp32", "bf16", "auto"),
+            f"train.precision must be fp32, bf16 or auto, got {self.precision!r}",
+        )
 
 
 def _name(key: Any) -> str:
@@ -161,11 +193,22 @@ def _one_line(message: str) -> str:
 
 # Settings that only say when to stop, log or save, or where to run: a resumed run
 # may change them without leaving the path the original run was on.
-RESUME_MAY_CHANGE = frozenset({
-    "genlab_version", "data.sources", "data.data_dir", "train.epochs", "train.max_steps", "train.max_minutes",
-    "train.device", "train.log_every", "train.sample_every", "train.checkpoint_every", "train.keep_checkpoints",
-    "train.compile",
-})
+RESUME_MAY_CHANGE = frozenset(
+    {
+        "genlab_version",
+        "data.sources",
+        "data.data_dir",
+        "train.epochs",
+        "train.max_steps",
+        "train.max_minutes",
+        "train.device",
+        "train.log_every",
+        "train.sample_every",
+        "train.checkpoint_every",
+        "train.keep_checkpoints",
+        "train.compile",
+    }
+)
 
 
 def resume_may_change(key: str) -> bool:
@@ -190,8 +233,9 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
     """Settings (dotted names) in which two ``RunConfig.to_dict()`` differ in a way resuming cannot allow."""
     a = {k: v for k, v in _flat(saved).items() if not resume_may_change(k)}
     b = {k: v for k, v in _flat(current).items() if not resume_may_change(k)}
-    return [f"{k} ({a.get(k, 'unset')!r} -> {b.get(k, 'unset')!r})" for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k)]
+    return [
+        f"{k} ({a.get(k, 'unset')!r} -> {b.get(k, 'unset')!r})" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)
+    ]
 
 
 @dataclass
@@ -219,7 +263,7 @@ class RunConfig:
         }
 
     @classmethod
-    def from_dict(cls, d: Any, where: str = "config") -> "RunConfig":
+    def from_dict(cls, d: Any, where: str = "config") -> RunConfig:
         """Build and validate a run config; any problem is a :class:`ConfigError` naming the key."""
         from .models import get_family  # late: models import config helpers
 
@@ -265,7 +309,7 @@ class RunConfig:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: Path) -> "RunConfig":
+    def load(cls, path: Path) -> RunConfig:
         path = Path(path)
         if not path.parent.is_dir():
             raise ConfigError(f"{path.parent}: no such run directory")

@@ -132,16 +132,11 @@ def _read_exactly(stream: BinaryIO, n: int, path: Path, what: str) -> bytes:
 def _decode_magic(magic: bytes, path: Path) -> tuple[np.dtype, int]:
     """Return (element dtype, number of dimensions) from the 4-byte IDX magic."""
     if magic[:2] != b"\x00\x00":
-        raise DataError(
-            f"{path}: not an IDX file: it starts with bytes {magic[:2].hex()}, "
-            "IDX files start with 0000"
-        )
+        raise DataError(f"{path}: not an IDX file: it starts with bytes {magic[:2].hex()}, IDX files start with 0000")
     type_byte, ndim = magic[2], magic[3]
     if type_byte not in _IDX_DTYPES:
         valid = ", ".join(f"0x{t:02X} ({d.name})" for t, d in _IDX_DTYPES.items())
-        raise DataError(
-            f"{path}: unknown IDX element type 0x{type_byte:02X}; valid types are {valid}"
-        )
+        raise DataError(f"{path}: unknown IDX element type 0x{type_byte:02X}; valid types are {valid}")
     if not 1 <= ndim <= 4:
         raise DataError(f"{path}: IDX header gives {ndim} dimensions; genlab reads 1 to 4")
     return _IDX_DTYPES[type_byte], ndim
@@ -152,8 +147,7 @@ def _decode_dims(raw_dims: bytes, path: Path) -> tuple[int, ...]:
     shape = tuple(int.from_bytes(raw_dims[i : i + 4], "big") for i in range(0, len(raw_dims), 4))
     if 0 in shape:
         raise DataError(
-            f"{path}: IDX header gives shape {shape} with a zero dimension; "
-            "the file is damaged or holds no data"
+            f"{path}: IDX header gives shape {shape} with a zero dimension; the file is damaged or holds no data"
         )
     return shape
 
@@ -252,12 +246,8 @@ DATASETS: Mapping[str, DatasetSpec] = {
         splits={
             "train": {
                 # No official content hash known: a re-gzipped copy is "unverified".
-                "images": FileSpec(
-                    "train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"
-                ),
-                "labels": FileSpec(
-                    "train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"
-                ),
+                "images": FileSpec("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+                "labels": FileSpec("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
             },
             "test": {
                 "images": FileSpec(
@@ -280,8 +270,16 @@ DATASETS: Mapping[str, DatasetSpec] = {
     "fashion-mnist": DatasetSpec(
         name="fashion-mnist",
         class_names=(
-            "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
         ),  # fmt: skip
         splits={
             "train": {
@@ -323,9 +321,7 @@ def _spec(name: str) -> DatasetSpec:
 
 def _split_files(spec: DatasetSpec, split: str) -> Mapping[str, FileSpec]:
     if split not in spec.splits:
-        raise DataError(
-            f"unknown split {split!r} for {spec.name}; valid splits: {', '.join(spec.splits)}"
-        )
+        raise DataError(f"unknown split {split!r} for {spec.name}; valid splits: {', '.join(spec.splits)}")
     return spec.splits[split]
 
 
@@ -370,8 +366,12 @@ def find_file(spec: FileSpec, dirs: Sequence[Path]) -> Path | None:
     is another file is passed over for a later one. When every copy mismatches,
     the first is returned, so that loading reports the mismatch.
     """
-    candidates = [directory / filename for directory in dirs
-                  for filename in (spec.filename, spec.raw_filename) if (directory / filename).is_file()]
+    candidates = [
+        directory / filename
+        for directory in dirs
+        for filename in (spec.filename, spec.raw_filename)
+        if (directory / filename).is_file()
+    ]
     if len(candidates) > 1:
         for candidate in candidates:
             if _safe_status(candidate, spec) != "mismatch":
@@ -577,9 +577,7 @@ def _not_found_message(
     return msg
 
 
-def _locate(
-    spec: DatasetSpec, split: str, data_dir: str | os.PathLike[str] | None, download: bool
-) -> dict[str, Path]:
+def _locate(spec: DatasetSpec, split: str, data_dir: str | os.PathLike[str] | None, download: bool) -> dict[str, Path]:
     """Role -> path for every file of the split, downloading what is missing if allowed."""
     dirs = search_dirs(spec.name, data_dir)
     found = find_split(spec.name, split, dirs)
@@ -660,9 +658,7 @@ def load_dataset(
         role: _verify(path, files[role], f"{name} {split} {role}") if verify else "skipped"
         for role, path in paths.items()
     }
-    images, labels = _as_tensors(
-        read_idx(paths["images"]), read_idx(paths["labels"]), paths, len(spec.class_names)
-    )
+    images, labels = _as_tensors(read_idx(paths["images"]), read_idx(paths["labels"]), paths, len(spec.class_names))
     return Dataset(
         name=name,
         split=split,

@@ -72,8 +72,6 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
-
-
 def inference_device(name: str | None) -> str:
     """The device a command that only evaluates a model runs on: ``auto`` picks CUDA when present."""
     if name in (None, "auto"):

@@ -52,9 +52,16 @@ def file_sha256(path: Path) -> str:
 
 
 # -- training the shipped classifiers -------------------------------------------------------
-def train_dataset_classifier(dataset: str, *, epochs: int = 3, data_dir: str | None = None,
-                             out: Path, seed: int = 0, device: str = "cpu",
-                             log: Callable[[str], None] = print) -> dict[str, Any]:
+def train_dataset_classifier(
+    dataset: str,
+    *,
+    epochs: int = 3,
+    data_dir: str | None = None,
+    out: Path,
+    seed: int = 0,
+    device: str = "cpu",
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Train genlab's CNN on ``dataset`` and save it to ``out`` (+ ``.json``); returns the metadata.
 
     Trains on the train split and measures accuracy on the whole test split. When the
@@ -100,10 +107,10 @@ def train_dataset_classifier(dataset: str, *, epochs: int = 3, data_dir: str | N
         "torch_version": torch.__version__,
     }
     save_classifier(model, out, meta)
-    log(f"{meta['extractor']}: test accuracy {acc:.4f} on {accuracy_on} after {epochs} epochs "
-        f"({seconds:.0f}s) -> {out}")
+    log(
+        f"{meta['extractor']}: test accuracy {acc:.4f} on {accuracy_on} after {epochs} epochs ({seconds:.0f}s) -> {out}"
+    )
     return meta
-
 
 
 # -- feature extractors -------------------------------------------------------------------------
@@ -119,8 +126,12 @@ class Extractor:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "sha256": self.sha256, "path": self.path,
-                **{k: self.meta[k] for k in ("trained_on", "accuracy_on", "test_accuracy") if k in self.meta}}
+        return {
+            "name": self.name,
+            "sha256": self.sha256,
+            "path": self.path,
+            **{k: self.meta[k] for k in ("trained_on", "accuracy_on", "test_accuracy") if k in self.meta},
+        }
 
 
 def classifier_extractor(dataset: str, path: str | Path | None = None, *, device: str = "cpu") -> Extractor:
@@ -129,19 +140,26 @@ def classifier_extractor(dataset: str, path: str | Path | None = None, *, device
 
     weights = Path(path) if path else shipped_classifier_path(dataset)
     if not weights.is_file():
-        raise GenlabError(f"no classifier weights for {dataset} at {weights}; train them with "
-                          f"`genlab train-classifier --dataset {dataset} --out FILE.safetensors` "
-                          f"and pass --classifier FILE.safetensors")
+        raise GenlabError(
+            f"no classifier weights for {dataset} at {weights}; train them with "
+            f"`genlab train-classifier --dataset {dataset} --out FILE.safetensors` "
+            f"and pass --classifier FILE.safetensors"
+        )
     model, meta = load_classifier(weights, device=device)
     if meta.get("dataset", dataset) != dataset:
-        raise ConfigError(f"classifier {weights} was trained on {meta.get('dataset')}, but the samples are "
-                          f"compared with {dataset}; pass --classifier for a {dataset} classifier")
+        raise ConfigError(
+            f"classifier {weights} was trained on {meta.get('dataset')}, but the samples are "
+            f"compared with {dataset}; pass --classifier for a {dataset} classifier"
+        )
     sha = file_sha256(weights)
     name = meta.get("extractor") or f"genlab-cnn-{dataset}-custom"
     if path and weights.resolve() != shipped_classifier_path(dataset).resolve():
         name = f"{name}-custom-{sha[:8]}"  # a retrained network must not pass for the shipped one
     return Extractor(
-        name=name, sha256=sha, path=str(weights), meta=meta,
+        name=name,
+        sha256=sha,
+        path=str(weights),
+        meta=meta,
         features=lambda x: extract_features(model, x, device=device),
         probs=lambda x: predict_proba(model, x, device=device),
     )
@@ -155,8 +173,12 @@ def inception_extractor(path: str | Path, *, device: str = "cpu") -> Extractor:
     model = load_fid_inception(weights, device=device)
     stem = weights.stem
     tag = "pt_inception-2015-12-05" if stem.startswith("pt_inception-2015-12-05") else stem
-    return Extractor(name=f"inception-v3-{tag}", sha256=file_sha256(weights), path=str(weights),
-                     features=lambda x: inception_features(model, x, device=device))
+    return Extractor(
+        name=f"inception-v3-{tag}",
+        sha256=file_sha256(weights),
+        path=str(weights),
+        features=lambda x: inception_features(model, x, device=device),
+    )
 
 
 # -- reference statistics --------------------------------------------------------------------
@@ -170,8 +192,9 @@ def stats_cache_dir() -> Path:
     return root / "genlab" / "stats"
 
 
-def reference_statistics(extractor: Extractor, images: np.ndarray, *, dataset: str, split: str,
-                         cache: bool = True) -> dict[str, np.ndarray]:
+def reference_statistics(
+    extractor: Extractor, images: np.ndarray, *, dataset: str, split: str, cache: bool = True
+) -> dict[str, np.ndarray]:
     """``{"mu", "sigma", "features"}`` of real ``images`` (uint8 (N, 1, 28, 28)) in ``extractor``'s space.
 
     ``mu``/``sigma`` use every image; ``features`` keeps the first
@@ -198,10 +221,21 @@ def reference_statistics(extractor: Extractor, images: np.ndarray, *, dataset: s
     kept = feats[:MAX_REFERENCE_FEATURES]
     if cache:
         try:
-            save_tensors(path, {"mu": torch.from_numpy(mu), "sigma": torch.from_numpy(sigma),
-                                "features": torch.from_numpy(kept.astype(np.float32))},
-                         metadata={"dataset": dataset, "split": split, "extractor": extractor.name,
-                                   "extractor_sha256": extractor.sha256, "n": len(images)})
+            save_tensors(
+                path,
+                {
+                    "mu": torch.from_numpy(mu),
+                    "sigma": torch.from_numpy(sigma),
+                    "features": torch.from_numpy(kept.astype(np.float32)),
+                },
+                metadata={
+                    "dataset": dataset,
+                    "split": split,
+                    "extractor": extractor.name,
+                    "extractor_sha256": extractor.sha256,
+                    "n": len(images),
+                },
+            )
         except GenlabError:
             pass  # an unwritable cache only costs time
     return {"mu": mu, "sigma": sigma, "features": kept.astype(np.float32).astype(np.float64)}
@@ -226,8 +260,10 @@ def load_samples(path: str | Path) -> np.ndarray:
             arr = np.load(path, allow_pickle=False)
         except ValueError as e:
             if "pickle" in str(e):
-                raise GenlabError(f"{path} holds Python objects (a pickled object array); genlab never "
-                                  "unpickles files: save a numeric array (float32 in [0, 1] or uint8)") from None
+                raise GenlabError(
+                    f"{path} holds Python objects (a pickled object array); genlab never "
+                    "unpickles files: save a numeric array (float32 in [0, 1] or uint8)"
+                ) from None
             raise GenlabError(f"{path}: not a readable .npy array ({e})") from None
         except OSError as e:
             raise GenlabError(f"{path}: cannot read ({e})") from None
@@ -289,18 +325,26 @@ METRIC_REGISTRY: dict[str, Metric] = {}  # in the order `--metrics` lists them
 
 def metric(name: str, *, rank: int, per_extractor: bool = False, min_samples: int = 10):
     """Register the decorated ``compute(ctx, extractor) -> rows`` as the metric ``name``."""
+
     def register(compute: Callable[[EvalContext, Extractor], list[Row]]):
         if name in METRIC_REGISTRY:
             raise ValueError(f"metric {name!r} is registered twice")
         METRIC_REGISTRY[name] = Metric(name, compute, rank, per_extractor, min_samples)
         return compute
+
     return register
 
 
-def _row(key: str, label: str, value: Any, better: str, extractor: str | None, explain: str,
-         **extra: Any) -> Row:
-    return {"key": key, "label": label, "value": value, "better": better, "extractor": extractor,
-            "explain": explain, **extra}
+def _row(key: str, label: str, value: Any, better: str, extractor: str | None, explain: str, **extra: Any) -> Row:
+    return {
+        "key": key,
+        "label": label,
+        "value": value,
+        "better": better,
+        "extractor": extractor,
+        "explain": explain,
+        **extra,
+    }
 
 
 @dataclass
@@ -320,8 +364,19 @@ class EvalContext:
     whichever metrics run.
     """
 
-    def __init__(self, x: np.ndarray, test, *, dataset: str, seed: int, cnn: Extractor, train_split: str,
-                 data_dir: str | None, notes: list[str], say: Callable[[str], None]):
+    def __init__(
+        self,
+        x: np.ndarray,
+        test,
+        *,
+        dataset: str,
+        seed: int,
+        cnn: Extractor,
+        train_split: str,
+        data_dir: str | None,
+        notes: list[str],
+        say: Callable[[str], None],
+    ):
         self.x, self.test, self.dataset, self.seed = x, test, dataset, seed
         self.cnn, self.train_split, self.data_dir, self.notes, self.say = cnn, train_split, data_dir, notes, say
         self.real_u8 = test.images.numpy()  # (R, 1, 28, 28) uint8
@@ -367,9 +422,17 @@ def _fid(ctx: EvalContext, ext: Extractor) -> list[Row]:
     feats = ctx.features(ext)
     mu, sigma = feature_statistics(feats.samples)
     value = frechet_distance(mu, sigma, feats.reference["mu"], feats.reference["sigma"])
-    return [_row("fid" + ctx.suffix(ext), "FID", value, "lower", ext.name,
-                 "Fréchet distance between Gaussians fitted to real and sample features; 0 when "
-                 "means and covariances match. Biased upwards at small n: compare at equal n.")]
+    return [
+        _row(
+            "fid" + ctx.suffix(ext),
+            "FID",
+            value,
+            "lower",
+            ext.name,
+            "Fréchet distance between Gaussians fitted to real and sample features; 0 when "
+            "means and covariances match. Biased upwards at small n: compare at equal n.",
+        )
+    ]
 
 
 @metric("kid", rank=2, per_extractor=True)
@@ -379,10 +442,18 @@ def _kid(ctx: EvalContext, ext: Extractor) -> list[Row]:
     feats = ctx.features(ext)
     kid = kernel_inception_distance(feats.samples, feats.subset, n_subsets=100, subset_size=1000, seed=ctx.seed)
     ctx.details["kid" + ctx.suffix(ext)] = {**kid, "extractor": ext.name}
-    return [_row("kid" + ctx.suffix(ext), "KID", kid["mean"], "lower", ext.name,
-                 "Unbiased squared MMD between real and sample features (cubic kernel), averaged "
-                 "over subsets; about 0 (can be slightly negative) when the distributions match.",
-                 std=kid["std"])]
+    return [
+        _row(
+            "kid" + ctx.suffix(ext),
+            "KID",
+            kid["mean"],
+            "lower",
+            ext.name,
+            "Unbiased squared MMD between real and sample features (cubic kernel), averaged "
+            "over subsets; about 0 (can be slightly negative) when the distributions match.",
+            std=kid["std"],
+        )
+    ]
 
 
 @metric("is", rank=4)
@@ -391,21 +462,42 @@ def _inception_score(ctx: EvalContext, ext: Extractor) -> list[Row]:
 
     score = inception_score(ctx.probs, splits=10)
     ctx.details["is"] = {**score, "extractor": ctx.cnn.name}
-    return [_row("is", "Inception Score", score["mean"], "higher", ctx.cnn.name,
-                 "exp(E KL(p(y|x) || p(y))) from the classifier: confident and varied class "
-                 "predictions; from 1 to the number of classes.", std=score["std"])]
+    return [
+        _row(
+            "is",
+            "Inception Score",
+            score["mean"],
+            "higher",
+            ctx.cnn.name,
+            "exp(E KL(p(y|x) || p(y))) from the classifier: confident and varied class "
+            "predictions; from 1 to the number of classes.",
+            std=score["std"],
+        )
+    ]
 
 
 PRDC_ROWS = (  # (key, label, better, explanation) of the four numbers `pr` reports
-    ("precision", "precision", "higher", "fraction of samples that fall inside the real data's "
-     "k-NN manifold: fidelity (0..1)."),
-    ("recall", "recall", "higher", "fraction of real images inside the samples' k-NN manifold: "
-     "diversity (0..1)."),
-    ("density", "density", "target:1", "how many real neighbourhoods contain each sample, "
-     "normalised: about 1 for real data; far below = off-manifold, far above = crowding "
-     "into dense regions."),
-    ("coverage", "coverage", "higher", "fraction of real images with a sample nearby: "
-     "diversity that ignores outlying samples (0..1)."),
+    (
+        "precision",
+        "precision",
+        "higher",
+        "fraction of samples that fall inside the real data's k-NN manifold: fidelity (0..1).",
+    ),
+    ("recall", "recall", "higher", "fraction of real images inside the samples' k-NN manifold: diversity (0..1)."),
+    (
+        "density",
+        "density",
+        "target:1",
+        "how many real neighbourhoods contain each sample, "
+        "normalised: about 1 for real data; far below = off-manifold, far above = crowding "
+        "into dense regions.",
+    ),
+    (
+        "coverage",
+        "coverage",
+        "higher",
+        "fraction of real images with a sample nearby: diversity that ignores outlying samples (0..1).",
+    ),
 )
 
 
@@ -427,10 +519,19 @@ def _ks(ctx: EvalContext, ext: Extractor) -> list[Row]:
     feats = ctx.features(ctx.cnn)
     ks = ks_tests(ctx.real_u8[ctx.ref_idx], ctx.x, real_features=feats.subset, fake_features=feats.samples)
     ctx.details["ks"] = {**ks, "extractor": ctx.cnn.name}
-    return [_row("ks_differing", "KS tests differing", ks["n_differing"], "lower", ctx.cnn.name,
-                 f"of {ks['n_tests']} per-image statistics (ink, centre, blur, ...; PCs of the "
-                 f"features), how many differ from real data (KS test, Holm-adjusted, alpha "
-                 f"{ks['alpha']}); 0 is best.", of=ks["n_tests"])]
+    return [
+        _row(
+            "ks_differing",
+            "KS tests differing",
+            ks["n_differing"],
+            "lower",
+            ctx.cnn.name,
+            f"of {ks['n_tests']} per-image statistics (ink, centre, blur, ...; PCs of the "
+            f"features), how many differ from real data (KS test, Holm-adjusted, alpha "
+            f"{ks['alpha']}); 0 is best.",
+            of=ks["n_tests"],
+        )
+    ]
 
 
 @metric("modes", rank=5)
@@ -442,12 +543,25 @@ def _modes(ctx: EvalContext, ext: Extractor) -> list[Row]:
     modes["real_histogram"] = (np.bincount(labels, minlength=test.num_classes) / len(labels)).tolist()
     modes["class_names"] = list(test.class_names)
     ctx.details["modes"] = {**modes, "extractor": ctx.cnn.name}
-    return [_row("classes_covered", "classes covered", modes["classes_covered"], "higher", ctx.cnn.name,
-                 f"classes receiving at least {modes['min_fraction']:.1%} of the samples, of "
-                 f"{test.num_classes}; fewer means mode collapse."),
-            _row("class_kl", "class KL to real", modes["kl_to_real"], "lower", ctx.cnn.name,
-                 "KL(sample class histogram || real histogram) in nats; 0 when classes appear as "
-                 "often as in the real data.")]
+    return [
+        _row(
+            "classes_covered",
+            "classes covered",
+            modes["classes_covered"],
+            "higher",
+            ctx.cnn.name,
+            f"classes receiving at least {modes['min_fraction']:.1%} of the samples, of "
+            f"{test.num_classes}; fewer means mode collapse.",
+        ),
+        _row(
+            "class_kl",
+            "class KL to real",
+            modes["kl_to_real"],
+            "lower",
+            ctx.cnn.name,
+            "KL(sample class histogram || real histogram) in nats; 0 when classes appear as often as in the real data.",
+        ),
+    ]
 
 
 @metric("memo", rank=7, min_samples=2)
@@ -463,14 +577,28 @@ def _memorisation(ctx: EvalContext, ext: Extractor) -> list[Row]:
     s_idx = [c["sample_index"] for c in memo["closest"]]
     t_idx = [c["train_index"] for c in memo["closest"]]
     ctx.pairs = (ctx.x[s_idx], check_images(train[t_idx], "train", metric="report"))
-    return [_row("memo_copies", "likely copies", memo["fraction_copies"], f"target:{memo['quantile']}",
-                 "pixels", f"fraction of samples closer to a training image than {memo['quantile']:.0%} "
-                 "of unseen real images are; about that fraction for a model that generalises, far "
-                 "above it for one that copies."),
-            _row("memo_nn_ratio", "NN distance ratio", memo["median_ratio"], "target:1", "pixels",
-                 "median distance from a sample to its nearest training image over the same for "
-                 "unseen real images; below 1 = closer than new data (copying), well above 1 = "
-                 "far from any training image.")]
+    return [
+        _row(
+            "memo_copies",
+            "likely copies",
+            memo["fraction_copies"],
+            f"target:{memo['quantile']}",
+            "pixels",
+            f"fraction of samples closer to a training image than {memo['quantile']:.0%} "
+            "of unseen real images are; about that fraction for a model that generalises, far "
+            "above it for one that copies.",
+        ),
+        _row(
+            "memo_nn_ratio",
+            "NN distance ratio",
+            memo["median_ratio"],
+            "target:1",
+            "pixels",
+            "median distance from a sample to its nearest training image over the same for "
+            "unseen real images; below 1 = closer than new data (copying), well above 1 = "
+            "far from any training image.",
+        ),
+    ]
 
 
 def _memorisation_sets(test, train_split: str, data_dir: str | None, notes: list[str]):
@@ -478,23 +606,35 @@ def _memorisation_sets(test, train_split: str, data_dir: str | None, notes: list
     from .data import load_dataset
 
     half = len(test) // 2
-    fallback = (test.images[:half].numpy(), test.images[half:].numpy(),
-                {"train_set": f"{test.name} test[0:{half}] (pseudo-training)",
-                 "heldout_set": f"{test.name} test[{half}:{len(test)}]"})
+    fallback = (
+        test.images[:half].numpy(),
+        test.images[half:].numpy(),
+        {
+            "train_set": f"{test.name} test[0:{half}] (pseudo-training)",
+            "heldout_set": f"{test.name} test[{half}:{len(test)}]",
+        },
+    )
     if train_split == "test":
-        notes.append(f"the model was trained on the {test.name} test split, so the reference images are its "
-                     f"training data and every score is optimistic; memorisation compares with test[0:{half}] "
-                     f"against test[{half}:], which the model has also seen")
+        notes.append(
+            f"the model was trained on the {test.name} test split, so the reference images are its "
+            f"training data and every score is optimistic; memorisation compares with test[0:{half}] "
+            f"against test[{half}:], which the model has also seen"
+        )
         return fallback
     try:
         train = load_dataset(test.name, train_split, data_dir=data_dir, download=False)
     except DataError:
-        notes.append(f"no {test.name} {train_split} split found: memorisation uses test[0:{half}] as a "
-                     f"pseudo-training set and test[{half}:] as held-out images, which says nothing about "
-                     f"copying of the real training set")
+        notes.append(
+            f"no {test.name} {train_split} split found: memorisation uses test[0:{half}] as a "
+            f"pseudo-training set and test[{half}:] as held-out images, which says nothing about "
+            f"copying of the real training set"
+        )
         return fallback
-    return (train.images.numpy(), test.images.numpy(),
-            {"train_set": f"{test.name} {train_split}", "heldout_set": f"{test.name} test"})
+    return (
+        train.images.numpy(),
+        test.images.numpy(),
+        {"train_set": f"{test.name} {train_split}", "heldout_set": f"{test.name} test"},
+    )
 
 
 METRICS = tuple(METRIC_REGISTRY)  # every registered metric, in the order `--metrics` lists them
@@ -505,8 +645,9 @@ def parse_metrics(text: str) -> list[str]:
     names = [m.strip().lower() for m in text.split(",") if m.strip()]
     unknown = [m for m in names if m not in METRIC_REGISTRY]
     if unknown or not names:
-        raise ConfigError(f"unknown metric {', '.join(map(repr, unknown)) or '(none given)'}; "
-                          f"choose from {','.join(METRIC_REGISTRY)}")
+        raise ConfigError(
+            f"unknown metric {', '.join(map(repr, unknown)) or '(none given)'}; choose from {','.join(METRIC_REGISTRY)}"
+        )
     return list(dict.fromkeys(names))
 
 
@@ -535,11 +676,21 @@ class Evaluation:
     class_names: tuple[str, ...] = ()
 
 
-def evaluate_samples(samples: np.ndarray, dataset: str, *, metrics: Sequence[str] = METRICS,
-                     data_dir: str | None = None, seed: int = 0, device: str = "cpu",
-                     classifier: str | Path | None = None, inception: str | Path | None = None,
-                     train_split: str = "train", source: dict[str, Any] | None = None,
-                     notes: list[str] | None = None, log: Callable[[str], None] | None = None) -> Evaluation:
+def evaluate_samples(
+    samples: np.ndarray,
+    dataset: str,
+    *,
+    metrics: Sequence[str] = METRICS,
+    data_dir: str | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    classifier: str | Path | None = None,
+    inception: str | Path | None = None,
+    train_split: str = "train",
+    source: dict[str, Any] | None = None,
+    notes: list[str] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Evaluation:
     """Score ``samples`` (float32 (N, 1, 28, 28) in [0, 1]) against ``dataset``'s test split.
 
     ``metrics`` are registered names (see :func:`metric`). ``train_split`` is the split the
@@ -560,13 +711,24 @@ def evaluate_samples(samples: np.ndarray, dataset: str, *, metrics: Sequence[str
     short = [m for m in metrics if len(x) < METRIC_REGISTRY[m].min_samples]
     if short:
         need = max(METRIC_REGISTRY[m].min_samples for m in short)
-        raise GenlabError(f"{', '.join(short)} need at least {need} samples, got {len(x)}; give more samples "
-                          f"or choose other --metrics")
+        raise GenlabError(
+            f"{', '.join(short)} need at least {need} samples, got {len(x)}; give more samples "
+            f"or choose other --metrics"
+        )
     test = load_dataset(dataset, "test", data_dir=data_dir)
     cnn = classifier_extractor(dataset, classifier, device=device)
     extractors = [cnn] + ([inception_extractor(inception, device=device)] if inception else [])
-    ctx = EvalContext(x, test, dataset=dataset, seed=seed, cnn=cnn, train_split=train_split, data_dir=data_dir,
-                      notes=list(notes or []), say=log or (lambda _msg: None))
+    ctx = EvalContext(
+        x,
+        test,
+        dataset=dataset,
+        seed=seed,
+        cnn=cnn,
+        train_split=train_split,
+        data_dir=data_dir,
+        notes=list(notes or []),
+        say=log or (lambda _msg: None),
+    )
     rows = run_metrics(ctx, metrics, extractors)
     result = {
         "genlab_version": __version__,
@@ -593,15 +755,30 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
         raise GenlabError(f"{out} exists; pass --overwrite to replace it")
     from .device import inference_device
 
-    train_dataset_classifier(args.dataset, epochs=args.epochs, data_dir=args.data_dir, out=out,
-                             seed=args.seed, device=inference_device(args.device))
+    train_dataset_classifier(
+        args.dataset,
+        epochs=args.epochs,
+        data_dir=args.data_dir,
+        out=out,
+        seed=args.seed,
+        device=inference_device(args.device),
+    )
     return 0
 
 
-def evaluate_path(target: str | Path, *, dataset: str | None = None, data_dir: str | None = None,
-                  n: int | None = None, metrics: Sequence[str] = METRICS, seed: int = 0,
-                  device: str = "cpu", classifier: str | None = None, inception: str | None = None,
-                  log: Callable[[str], None] | None = None) -> Evaluation:
+def evaluate_path(
+    target: str | Path,
+    *,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    n: int | None = None,
+    metrics: Sequence[str] = METRICS,
+    seed: int = 0,
+    device: str = "cpu",
+    classifier: str | None = None,
+    inception: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Evaluation:
     """Evaluate a run directory (sampling ``n``, default 10,000), a ``.npy`` file or a PNG folder."""
     import torch
 
@@ -623,8 +800,14 @@ def evaluate_path(target: str | Path, *, dataset: str | None = None, data_dir: s
         say(f"sampling {n} images from {target} ({run.family}/{run.preset})")
         gen = torch.Generator(device=model.device).manual_seed(seed)
         samples = generate(model, n, generator=gen).numpy()
-        source = {"kind": "run", "path": str(target), "name": target.name, "family": run.family,
-                  "preset": run.preset, "trained_on": f"{run.data.dataset} {run.data.split}"}
+        source = {
+            "kind": "run",
+            "path": str(target),
+            "name": target.name,
+            "family": run.family,
+            "preset": run.preset,
+            "trained_on": f"{run.data.dataset} {run.data.split}",
+        }
         train_split = run.data.split if run.data.dataset == dataset else "train"
     else:
         if dataset is None:
@@ -637,16 +820,26 @@ def evaluate_path(target: str | Path, *, dataset: str | None = None, data_dir: s
                 samples = samples[:n]
             elif n > len(samples):
                 notes.append(f"-n {n} asked for, but {target} holds only {len(samples)} images: all are used")
-        source = {"kind": "npy" if target.is_file() else "png-folder", "path": str(target),
-                  "name": target.name}
+        source = {"kind": "npy" if target.is_file() else "png-folder", "path": str(target), "name": target.name}
         train_split = "train"
     from .data import DATASETS
 
     if dataset not in DATASETS:  # one clear error before any work
         raise DataError(f"unknown dataset {dataset!r}; valid names: {', '.join(DATASETS)}")
-    return evaluate_samples(samples, dataset, metrics=metrics, data_dir=data_dir, seed=seed, device=device,
-                            classifier=classifier, inception=inception, train_split=train_split,
-                            source=source, notes=notes, log=say)
+    return evaluate_samples(
+        samples,
+        dataset,
+        metrics=metrics,
+        data_dir=data_dir,
+        seed=seed,
+        device=device,
+        classifier=classifier,
+        inception=inception,
+        train_split=train_split,
+        source=source,
+        notes=notes,
+        log=say,
+    )
 
 
 def default_outputs(target: Path, out: str | None) -> tuple[Path, Path]:
@@ -666,12 +859,15 @@ def require_likelihood_model(run_dir: Path, device: str) -> None:
 
     model, run = load_run(run_dir, device=device)
     if not isinstance(model, LikelihoodModel):
-        raise ConfigError(f"--nll needs a model with a likelihood bound (a LikelihoodModel); {run_dir} is a "
-                          f"{run.family}/{run.preset} run")
+        raise ConfigError(
+            f"--nll needs a model with a likelihood bound (a LikelihoodModel); {run_dir} is a "
+            f"{run.family}/{run.preset} run"
+        )
 
 
-def add_nll(evaluation: Evaluation, run_dir: Path, *, k: int, n_images: int, seed: int, device: str,
-            data_dir: str | None) -> None:
+def add_nll(
+    evaluation: Evaluation, run_dir: Path, *, k: int, n_images: int, seed: int, device: str, data_dir: str | None
+) -> None:
     """Put :func:`genlab.nll.evaluate_likelihood`'s test log-likelihood into the evaluation."""
     import importlib
     import importlib.util
@@ -682,14 +878,23 @@ def add_nll(evaluation: Evaluation, run_dir: Path, *, k: int, n_images: int, see
     nll = importlib.import_module("genlab.nll")
     if not hasattr(nll, "evaluate_likelihood"):
         raise GenlabError("--nll needs genlab.nll.evaluate_likelihood, which this genlab installation does not have")
-    res = nll.evaluate_likelihood(run_dir, evaluation.result["dataset"], k=k, n_images=n_images, seed=seed,
-                                  device=device, data_dir=data_dir)
+    res = nll.evaluate_likelihood(
+        run_dir, evaluation.result["dataset"], k=k, n_images=n_images, seed=seed, device=device, data_dir=data_dir
+    )
     evaluation.result["nll"] = res
-    evaluation.result["summary"].append(_row(
-        "iwae_nll", f"IWAE NLL (k={k})", res["iwae_nll_nats"], "lower", None,
-        f"negative test log-likelihood in nats per image, importance-weighted bound with k={k} "
-        f"({res.get('likelihood', '')}); lower is better; only comparable between models with the same "
-        f"likelihood.", std=res.get("iwae_nll_sem")))
+    evaluation.result["summary"].append(
+        _row(
+            "iwae_nll",
+            f"IWAE NLL (k={k})",
+            res["iwae_nll_nats"],
+            "lower",
+            None,
+            f"negative test log-likelihood in nats per image, importance-weighted bound with k={k} "
+            f"({res.get('likelihood', '')}); lower is better; only comparable between models with the same "
+            f"likelihood.",
+            std=res.get("iwae_nll_sem"),
+        )
+    )
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -703,16 +908,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     device = inference_device(args.device)
     if args.nll:
         if not (target.is_dir() and (target / "config.json").is_file()):
-            raise ConfigError("--nll needs a run directory whose model has a likelihood bound (a LikelihoodModel): "
-                              "the likelihood comes from the model, not from samples")
+            raise ConfigError(
+                "--nll needs a run directory whose model has a likelihood bound (a LikelihoodModel): "
+                "the likelihood comes from the model, not from samples"
+            )
         require_likelihood_model(target, device)
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    ev = evaluate_path(target, dataset=args.dataset, data_dir=args.data_dir, n=args.n, metrics=metrics,
-                       seed=args.seed, device=device, classifier=args.classifier, inception=args.inception, log=log)
+    ev = evaluate_path(
+        target,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        n=args.n,
+        metrics=metrics,
+        seed=args.seed,
+        device=device,
+        classifier=args.classifier,
+        inception=args.inception,
+        log=log,
+    )
     if args.nll:
         log(f"test log-likelihood: k={args.k} on {args.nll_images} images")
-        add_nll(ev, target, k=args.k, n_images=args.nll_images, seed=args.seed, device=device,
-                data_dir=args.data_dir)
+        add_nll(ev, target, k=args.k, n_images=args.nll_images, seed=args.seed, device=device, data_dir=args.data_dir)
     metrics_path, html_path = default_outputs(target, args.out)
     write_metrics_json(ev.result, metrics_path)
     from .io import atomic_write_text
@@ -727,8 +943,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def compare_runs(run_dirs: list[str | Path], *, n: int = 2000, seed: int = 0, device: str = "cpu",
-                 data_dir: str | None = None, log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+def compare_runs(
+    run_dirs: list[str | Path],
+    *,
+    n: int = 2000,
+    seed: int = 0,
+    device: str = "cpu",
+    data_dir: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
     """Each run's metrics (its metrics.json, or an on-the-fly evaluation with ``n`` samples) and looks."""
     from .checkpoint import CONFIG_FILE
 
@@ -751,16 +974,25 @@ def compare_runs(run_dirs: list[str | Path], *, n: int = 2000, seed: int = 0, de
                 result = json.loads((d / "metrics.json").read_text())
                 result["summary"]
             except (OSError, ValueError, KeyError, TypeError) as e:
-                raise GenlabError(f"{d / 'metrics.json'} is not a genlab evaluation ({e}); run "
-                                  f"`genlab evaluate {d}` again") from None
+                raise GenlabError(
+                    f"{d / 'metrics.json'} is not a genlab evaluation ({e}); run `genlab evaluate {d}` again"
+                ) from None
         name = d.name
         while name in names:  # two runs with the same folder name
             name += "'"
         names.add(name)
         png = d / "samples.png"
-        runs.append({"name": name, "dir": str(d), "family": config.get("family"), "preset": config.get("preset"),
-                     "result": result, "on_the_fly": on_the_fly,
-                     "samples_png": png.read_bytes() if png.is_file() else None})
+        runs.append(
+            {
+                "name": name,
+                "dir": str(d),
+                "family": config.get("family"),
+                "preset": config.get("preset"),
+                "result": result,
+                "on_the_fly": on_the_fly,
+                "samples_png": png.read_bytes() if png.is_file() else None,
+            }
+        )
     return runs
 
 
@@ -778,8 +1010,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise ConfigError(f"{out} is inside the run directory {inside[0]}; write the page elsewhere")
     if out.exists() and not args.overwrite:
         raise GenlabError(f"{out} exists; pass --overwrite to replace it")
-    runs = compare_runs(args.runs, n=args.n, seed=args.seed, device=inference_device(args.device),
-                        data_dir=args.data_dir, log=log)
+    runs = compare_runs(
+        args.runs, n=args.n, seed=args.seed, device=inference_device(args.device), data_dir=args.data_dir, log=log
+    )
     atomic_write_text(out, compare_html(runs))
     if not args.quiet:
         for line in verdict(runs, best_runs(runs)):
@@ -789,9 +1022,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train-classifier", help="train the CNN whose features genlab's metrics use",
-                       description="Train genlab's small CNN classifier (the feature extractor of "
-                                   "`genlab evaluate`) on a dataset's train split.")
+    p = sub.add_parser(
+        "train-classifier",
+        help="train the CNN whose features genlab's metrics use",
+        description="Train genlab's small CNN classifier (the feature extractor of "
+        "`genlab evaluate`) on a dataset's train split.",
+    )
     p.add_argument("--dataset", required=True, choices=["mnist", "fashion-mnist"])
     p.add_argument("--epochs", type=int, default=3, help="passes over the training images (default 3)")
     p.add_argument("--data-dir", help="folder holding the dataset's IDX files")
@@ -801,41 +1037,65 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=cmd_train_classifier)
 
-    p = sub.add_parser("evaluate", help="score samples against real data (FID, KID, IS, precision/recall, ...)",
-                       description="Evaluate a run directory (draws -n samples), a .npy array or a folder of "
-                                   "28x28 PNGs against the dataset's test split. Writes metrics.json and a "
-                                   "self-contained report.html (into the run directory, the PNG folder, beside "
-                                   "the .npy, or into --out).")
-    p.add_argument("target", help="run directory, SAMPLES.npy (float32 in [0,1] or uint8, (N,1,28,28) or "
-                                  "(N,28,28)) or a folder of PNG images")
+    p = sub.add_parser(
+        "evaluate",
+        help="score samples against real data (FID, KID, IS, precision/recall, ...)",
+        description="Evaluate a run directory (draws -n samples), a .npy array or a folder of "
+        "28x28 PNGs against the dataset's test split. Writes metrics.json and a "
+        "self-contained report.html (into the run directory, the PNG folder, beside "
+        "the .npy, or into --out).",
+    )
+    p.add_argument(
+        "target",
+        help="run directory, SAMPLES.npy (float32 in [0,1] or uint8, (N,1,28,28) or "
+        "(N,28,28)) or a folder of PNG images",
+    )
     p.add_argument("--dataset", help="mnist or fashion-mnist (default: the run's dataset; required otherwise)")
     p.add_argument("--data-dir", help="folder holding the dataset's IDX files")
-    p.add_argument("-n", type=bounded_int(1, 10**7), default=None,
-                   help=f"samples to draw from a run (default {DEFAULT_N}); for files, use the first N")
-    p.add_argument("--metrics", default=",".join(METRICS),
-                   help=f"comma-separated subset of {','.join(METRICS)} (default all)")
+    p.add_argument(
+        "-n",
+        type=bounded_int(1, 10**7),
+        default=None,
+        help=f"samples to draw from a run (default {DEFAULT_N}); for files, use the first N",
+    )
+    p.add_argument(
+        "--metrics", default=",".join(METRICS), help=f"comma-separated subset of {','.join(METRICS)} (default all)"
+    )
     p.add_argument("--out", type=output_path, help="folder for metrics.json and report.html")
     p.add_argument("--seed", type=seed, default=0, help="seed for sampling and metric subsets (default 0)")
     p.add_argument("--device", default="auto")
     p.add_argument("--classifier", help="classifier weights from `genlab train-classifier` (default: shipped)")
-    p.add_argument("--inception", metavar="PATH",
-                   help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth: adds FID/KID/precision-recall in "
-                        "Inception-v3 features (slow on a CPU)")
-    p.add_argument("--nll", action="store_true",
-                   help="runs whose model has a likelihood bound (VAEs): add the test log-likelihood (genlab.nll)")
-    p.add_argument("--k", type=bounded_int(1, 10**6), default=5000,
-                   help="importance samples per image for --nll (default 5000)")
-    p.add_argument("--nll-images", type=bounded_int(1, 10**6), default=1000, help="test images for --nll (default 1000)")
+    p.add_argument(
+        "--inception",
+        metavar="PATH",
+        help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth: adds FID/KID/precision-recall in "
+        "Inception-v3 features (slow on a CPU)",
+    )
+    p.add_argument(
+        "--nll",
+        action="store_true",
+        help="runs whose model has a likelihood bound (VAEs): add the test log-likelihood (genlab.nll)",
+    )
+    p.add_argument(
+        "--k", type=bounded_int(1, 10**6), default=5000, help="importance samples per image for --nll (default 5000)"
+    )
+    p.add_argument(
+        "--nll-images", type=bounded_int(1, 10**6), default=1000, help="test images for --nll (default 1000)"
+    )
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("compare", help="runs side by side: metrics, samples, training curves, the best run",
-                       description="Compare run directories in one self-contained HTML page. Runs without "
-                                   "metrics.json are evaluated on the fly with -n samples (default 2000).")
+    p = sub.add_parser(
+        "compare",
+        help="runs side by side: metrics, samples, training curves, the best run",
+        description="Compare run directories in one self-contained HTML page. Runs without "
+        "metrics.json are evaluated on the fly with -n samples (default 2000).",
+    )
     p.add_argument("runs", nargs="+", help="run directories")
     p.add_argument("--out", type=output_path, default=Path("compare.html"), help="HTML file (default compare.html)")
-    p.add_argument("-n", type=bounded_int(1, 10**7), default=2000,
-                   help="samples for runs evaluated on the fly (default 2000)")
+    p.add_argument(
+        "-n", type=bounded_int(1, 10**7), default=2000, help="samples for runs evaluated on the fly (default 2000)"
+    )
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--data-dir", help="folder holding the dataset's IDX files")

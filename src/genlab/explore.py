@@ -15,7 +15,6 @@ so a picture is repeatable.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,7 +28,7 @@ if TYPE_CHECKING:  # torch is imported inside the functions: `genlab.cli` import
     import numpy as np
     from torch import Tensor
 
-    from .models.base import EncoderModel, GenerativeModel, LatentModel
+    from .models.base import EncoderModel, LatentModel
 
 WHATS = ("reconstruct", "interpolate", "traverse", "manifold", "scatter")
 
@@ -44,6 +43,7 @@ def _no_grad(fn):
 
         with torch.inference_mode():
             return fn(*args, **kwargs)
+
     return wrapper
 
 
@@ -70,8 +70,9 @@ def slerp(z0: Tensor, z1: Tensor, t: Tensor, eps: float = 1e-7) -> Tensor:
     t = t.to(z0.dtype)[:, None]  # (T, 1)
     safe = so.abs() > eps
     so_safe = torch.where(safe, so, torch.ones_like(so))
-    spherical = (torch.sin((1 - t) * omega) / so_safe) * z0[..., None, :] + \
-                (torch.sin(t * omega) / so_safe) * z1[..., None, :]
+    spherical = (torch.sin((1 - t) * omega) / so_safe) * z0[..., None, :] + (torch.sin(t * omega) / so_safe) * z1[
+        ..., None, :
+    ]
     return torch.where(safe, spherical, lerp(z0, z1, t[:, 0]))
 
 
@@ -125,23 +126,27 @@ def project_2d(mu: Tensor) -> Tensor:
 
 
 # -- capabilities ---------------------------------------------------------------------------
-def require_latent(model: GenerativeModel, what: str) -> LatentModel:
+def require_latent(model: object, what: str) -> LatentModel:
     """``model`` as a :class:`LatentModel`, or an error naming the missing capability."""
     from .models.base import LatentModel
 
     if not isinstance(model, LatentModel):
-        raise GenlabError(f"{what} needs a model with a latent space (a LatentModel: sample_latent and decode); "
-                          f"a {type(model).__name__} has none")
+        raise GenlabError(
+            f"{what} needs a model with a latent space (a LatentModel: sample_latent and decode); "
+            f"a {type(model).__name__} has none"
+        )
     return model
 
 
-def require_encoder(model: GenerativeModel, what: str) -> EncoderModel:
+def require_encoder(model: object, what: str) -> EncoderModel:
     """``model`` as an :class:`EncoderModel`, or an error naming the missing capability."""
     from .models.base import EncoderModel
 
     if not isinstance(model, EncoderModel):
-        raise GenlabError(f"{what} needs a model with an encoder (an EncoderModel: encode_latent); "
-                          f"a {type(model).__name__} only decodes")
+        raise GenlabError(
+            f"{what} needs a model with an encoder (an EncoderModel: encode_latent); "
+            f"a {type(model).__name__} only decodes"
+        )
     return model
 
 
@@ -156,8 +161,7 @@ def _labels(model, labels: Tensor | None, n: int, default: int = 0) -> Tensor | 
     return labels.to(model.device)
 
 
-def encode_latents(model: EncoderModel, images: Tensor, labels: Tensor | None = None,
-                   batch_size: int = 1000) -> Tensor:
+def encode_latents(model: EncoderModel, images: Tensor, labels: Tensor | None = None, batch_size: int = 1000) -> Tensor:
     """``model.encode_latent`` of float or uint8 images, batched, (N, D) on the CPU."""
     import torch
 
@@ -192,8 +196,16 @@ def reconstruct(model: EncoderModel, images: Tensor, labels: Tensor | None = Non
 
 
 @_no_grad
-def interpolate(model: EncoderModel, images_a: Tensor, images_b: Tensor, labels_a: Tensor | None = None,
-                labels_b: Tensor | None = None, *, steps: int = 10, mode: str = "lerp") -> Tensor:
+def interpolate(
+    model: EncoderModel,
+    images_a: Tensor,
+    images_b: Tensor,
+    labels_a: Tensor | None = None,
+    labels_b: Tensor | None = None,
+    *,
+    steps: int = 10,
+    mode: str = "lerp",
+) -> Tensor:
     """One row per pair: input a, ``steps`` decoded latents from z(a) to z(b), input b.
 
     (P * (steps + 2), C, H, W): save with nrow = steps + 2. A conditional model decodes
@@ -212,8 +224,9 @@ def interpolate(model: EncoderModel, images_a: Tensor, images_b: Tensor, labels_
 
 
 @_no_grad
-def interpolate_prior(model: LatentModel, pairs: int, *, steps: int = 10, mode: str = "slerp", seed: int = 0,
-                      labels: Tensor | None = None) -> Tensor:
+def interpolate_prior(
+    model: LatentModel, pairs: int, *, steps: int = 10, mode: str = "slerp", seed: int = 0, labels: Tensor | None = None
+) -> Tensor:
     """One row per pair of prior draws z_a, z_b ~ p(z): ``steps`` decoded latents from z_a to z_b.
 
     For a model without an encoder (a GAN), whose latents come from its prior; slerp keeps
@@ -229,8 +242,14 @@ def interpolate_prior(model: LatentModel, pairs: int, *, steps: int = 10, mode: 
 
 
 @_no_grad
-def traverse(model: LatentModel, image: Tensor | None = None, label: int | None = None, *,
-             dims: list[int] | None = None, values: Tensor | None = None) -> Tensor:
+def traverse(
+    model: LatentModel,
+    image: Tensor | None = None,
+    label: int | None = None,
+    *,
+    dims: list[int] | None = None,
+    values: Tensor | None = None,
+) -> Tensor:
     """One row per latent dimension in ``dims``: the decoded traversal of that coordinate.
 
     Centre: the latent of ``image`` (1, C, H, W; an encoder model), or z = 0 when None.
@@ -252,8 +271,9 @@ def traverse(model: LatentModel, image: Tensor | None = None, label: int | None 
 
 
 @_no_grad
-def informativeness(model: LatentModel, images: Tensor, labels: Tensor | None = None, *,
-                    seed: int = 0) -> tuple[Tensor, str]:
+def informativeness(
+    model: LatentModel, images: Tensor, labels: Tensor | None = None, *, seed: int = 0
+) -> tuple[Tensor, str]:
     """A score per latent dimension (D,), higher = more informative, and how it was measured.
 
     The model's own ranking where it has one (:class:`RankedLatentModel`: a VAE's KL per
@@ -266,16 +286,20 @@ def informativeness(model: LatentModel, images: Tensor, labels: Tensor | None = 
     from .models.base import EncoderModel, RankedLatentModel
 
     if isinstance(model, RankedLatentModel):
-        return model.latent_informativeness(_as_float(images).to(model.device),
-                                            _labels(model, labels, images.shape[0])).float().cpu(), \
-            "the model's ranking (a VAE: KL per dimension)"
+        return model.latent_informativeness(
+            _as_float(images).to(model.device), _labels(model, labels, images.shape[0])
+        ).float().cpu(), "the model's ranking (a VAE: KL per dimension)"
     if isinstance(model, EncoderModel):
         return encode_latents(model, images, labels).var(0), "variance of the test images' latents"
     g = torch.Generator().manual_seed(seed)
     z = model.sample_latent(64, generator=g).float().cpu()
     base = _decode(model, z, None)
-    scores = torch.stack([(_decode(model, z + torch.eye(model.latent_dim)[j], None) - base).pow(2).mean()
-                          for j in range(model.latent_dim)])
+    scores = torch.stack(
+        [
+            (_decode(model, z + torch.eye(model.latent_dim)[j], None) - base).pow(2).mean()
+            for j in range(model.latent_dim)
+        ]
+    )
     return scores, "mean squared image change per unit step at 64 prior draws"
 
 
@@ -329,8 +353,7 @@ def scatter(model: EncoderModel, images: Tensor, labels: Tensor, out: Path, clas
     pts = project_2d(mu).numpy()
     d = mu.shape[1]
     how = "latent means" if d <= 2 else f"top-2 PCA directions of {d}-d latent means (axes: PC1, PC2)"
-    plot_latent_scatter(pts, labels.cpu().numpy(), out, class_names=class_names,
-                        title=f"{how}, {len(pts)} test images")
+    plot_latent_scatter(pts, labels.cpu().numpy(), out, class_names=class_names, title=f"{how}, {len(pts)} test images")
     return pts
 
 
@@ -347,8 +370,11 @@ def _pick(dataset, n: int, seed: int) -> tuple[Tensor, Tensor]:
 def _load_data(args, run):
     from .data import load_dataset
 
-    return load_dataset(args.dataset or run.data.dataset, args.split,
-                        data_dir=args.data_dir if args.data_dir is not None else run.data.data_dir)
+    return load_dataset(
+        args.dataset or run.data.dataset,
+        args.split,
+        data_dir=args.data_dir if args.data_dir is not None else run.data.data_dir,
+    )
 
 
 def cmd_explore(args: argparse.Namespace) -> int:
@@ -372,8 +398,11 @@ def cmd_explore(args: argparse.Namespace) -> int:
     latent = require_latent(model, f"explore --what {what}")
     d = latent.latent_dim
     if args.label is not None and not 0 <= args.label < max(model.num_classes, 1):
-        raise GenlabError(f"--label needs a conditional model and a class in 0..{model.num_classes - 1}, "
-                          f"got {args.label}" if model.conditional else "--label needs a conditional model")
+        raise GenlabError(
+            f"--label needs a conditional model and a class in 0..{model.num_classes - 1}, got {args.label}"
+            if model.conditional
+            else "--label needs a conditional model"
+        )
     if what == "reconstruct":
         encoder = require_encoder(model, "explore --what reconstruct")
         x, y = _pick(_load_data(args, run), args.n or 10, args.seed)
@@ -387,15 +416,17 @@ def cmd_explore(args: argparse.Namespace) -> int:
             if x.shape[0] < 2:
                 raise GenlabError("interpolation needs at least 2 test images")
             p = x.shape[0] // 2
-            grid = interpolate(model, x[:p], x[p : 2 * p], y[:p], y[p : 2 * p], steps=args.steps,
-                               mode=args.mode or "lerp")
+            grid = interpolate(
+                model, x[:p], x[p : 2 * p], y[:p], y[p : 2 * p], steps=args.steps, mode=args.mode or "lerp"
+            )
             save_grid(grid, out, nrow=args.steps + 2)
         else:  # no encoder: between pairs of prior draws
             labels = None
             if model.conditional:
                 labels = torch.full((pairs,), args.label or 0, dtype=torch.long)
-            grid = interpolate_prior(latent, pairs, steps=args.steps, mode=args.mode or "slerp", seed=args.seed,
-                                     labels=labels)
+            grid = interpolate_prior(
+                latent, pairs, steps=args.steps, mode=args.mode or "slerp", seed=args.seed, labels=labels
+            )
             save_grid(grid, out, nrow=args.steps)
     elif what == "traverse":
         from .models.base import EncoderModel
@@ -410,8 +441,10 @@ def cmd_explore(args: argparse.Namespace) -> int:
         grid = traverse(latent, image, label, dims=dims, values=torch.linspace(-3, 3, args.steps))
         save_grid(grid, out, nrow=args.steps)
         if not args.quiet:
-            print(f"rows: latent dims {dims} (most informative by {ranking}), offsets -3..3 around "
-                  f"{'z = 0' if image is None else 'the latent of one test image'}")
+            print(
+                f"rows: latent dims {dims} (most informative by {ranking}), offsets -3..3 around "
+                f"{'z = 0' if image is None else 'the latent of one test image'}"
+            )
     elif what == "manifold":
         n = args.n or 20
         mu = None
@@ -440,23 +473,41 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
 
 def register_cli(subparsers) -> None:
     """Add ``genlab explore`` (picked up by genlab.cli)."""
-    p = subparsers.add_parser("explore", help="pictures of a model's latent space",
-                              description="Reconstructions, interpolations, traversals, the 2-D manifold or a "
-                                          "latent scatter of a trained model, as a PNG. Interpolation and "
-                                          "traversal work on every model with a latent space (VAEs, GANs); "
-                                          "reconstruction and the scatter need an encoder.")
+    p = subparsers.add_parser(
+        "explore",
+        help="pictures of a model's latent space",
+        description="Reconstructions, interpolations, traversals, the 2-D manifold or a "
+        "latent scatter of a trained model, as a PNG. Interpolation and "
+        "traversal work on every model with a latent space (VAEs, GANs); "
+        "reconstruction and the scatter need an encoder.",
+    )
     p.add_argument("run", help="run directory")
     p.add_argument("--what", required=True, choices=WHATS)
     p.add_argument("--out", type=output_path, help="FILE.png (default RUN/explore-WHAT.png)")
-    p.add_argument("--n", type=bounded_int(1, 100_000), help="reconstruct: images (10); interpolate: pairs (5); traverse: latent "
-                                         "dims, most informative first (10); manifold: grid side (20); "
-                                         "scatter: points (5000)")
-    p.add_argument("--steps", type=bounded_int(2, 100), default=9,
-                   help="interpolation / traversal steps per row, 2..100 (default 9)")
-    p.add_argument("--mode", choices=["lerp", "slerp"],
-                   help="interpolation path (default: lerp between encoded images, slerp between prior draws)")
-    p.add_argument("--center", default="image", choices=["image", "zero"],
-                   help="traversal centre: a test image's posterior mean (default) or z = 0")
+    p.add_argument(
+        "--n",
+        type=bounded_int(1, 100_000),
+        help="reconstruct: images (10); interpolate: pairs (5); traverse: latent "
+        "dims, most informative first (10); manifold: grid side (20); "
+        "scatter: points (5000)",
+    )
+    p.add_argument(
+        "--steps",
+        type=bounded_int(2, 100),
+        default=9,
+        help="interpolation / traversal steps per row, 2..100 (default 9)",
+    )
+    p.add_argument(
+        "--mode",
+        choices=["lerp", "slerp"],
+        help="interpolation path (default: lerp between encoded images, slerp between prior draws)",
+    )
+    p.add_argument(
+        "--center",
+        default="image",
+        choices=["image", "zero"],
+        help="traversal centre: a test image's posterior mean (default) or z = 0",
+    )
     p.add_argument("--label", type=bounded_int(0, 10**6), help="class to decode with (conditional models)")
     p.add_argument("--seed", type=seed, default=0, help="which test images (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")

@@ -88,8 +88,6 @@ def remove_quietly(path: Path) -> None:
         pass
 
 
-
-
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """The JSON objects of a ``.jsonl`` file, in order; blank, damaged or non-object lines are skipped.
 

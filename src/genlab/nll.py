@@ -55,8 +55,10 @@ def load_likelihood_run(run_dir: str | Path, device: str | None = None):
 
     model, run = load_run(Path(run_dir), device=inference_device(device))
     if not isinstance(model, LikelihoodModel):
-        raise GenlabError(f"{run_dir} is a {run.family}/{run.preset} model, which has no likelihood bound "
-                          f"(genlab nll and evaluate --nll need a LikelihoodModel: VAEs)")
+        raise GenlabError(
+            f"{run_dir} is a {run.family}/{run.preset} model, which has no likelihood bound "
+            f"(genlab nll and evaluate --nll need a LikelihoodModel: VAEs)"
+        )
     return model, run
 
 
@@ -68,8 +70,10 @@ def _model_and_run(run_dir_or_model, device: str | None):
         return load_likelihood_run(run_dir_or_model, device)
     model = run_dir_or_model
     if not isinstance(model, LikelihoodModel):
-        raise GenlabError(f"likelihood evaluation needs a model with a likelihood bound (a LikelihoodModel: VAEs), "
-                          f"got {type(model).__name__}")
+        raise GenlabError(
+            f"likelihood evaluation needs a model with a likelihood bound (a LikelihoodModel: VAEs), "
+            f"got {type(model).__name__}"
+        )
     return model, None
 
 
@@ -96,23 +100,38 @@ def _test_set(dataset, run, split: str, data_dir: str | None):
 
 
 # -- evaluation ---------------------------------------------------------------------------------
-def per_image_figures(model, images: Tensor, labels: Tensor, *, k: int, batch_size: int, chunk: int | None,
-                      generator: torch.Generator) -> dict[str, Tensor]:
+def per_image_figures(
+    model, images: Tensor, labels: Tensor, *, k: int, batch_size: int, chunk: int | None, generator: torch.Generator
+) -> dict[str, Tensor]:
     """The model's ``likelihood_report`` over all images, ``batch_size`` at a time: name -> (N,) float64.
 
     One ``generator`` drives every batch's draws, so the figures depend on the seed only.
     """
     import torch
 
-    parts = [model.likelihood_report(images[lo : lo + batch_size], labels[lo : lo + batch_size], k=k,
-                                     generator=generator, chunk=chunk)
-             for lo in range(0, images.shape[0], batch_size)]
+    parts = [
+        model.likelihood_report(
+            images[lo : lo + batch_size], labels[lo : lo + batch_size], k=k, generator=generator, chunk=chunk
+        )
+        for lo in range(0, images.shape[0], batch_size)
+    ]
     return {name: torch.cat([p[name].detach().double().cpu() for p in parts]) for name in parts[0]}
 
 
-def evaluate_likelihood(run_dir_or_model, dataset=None, *, k: int = 5000, n_images: int | None = 10_000,
-                        batch_size: int = 100, chunk: int | None = None, seed: int = 0, binarize: bool | None = None,
-                        split: str = "test", data_dir: str | None = None, device: str | None = None) -> dict[str, Any]:
+def evaluate_likelihood(
+    run_dir_or_model,
+    dataset=None,
+    *,
+    k: int = 5000,
+    n_images: int | None = 10_000,
+    batch_size: int = 100,
+    chunk: int | None = None,
+    seed: int = 0,
+    binarize: bool | None = None,
+    split: str = "test",
+    data_dir: str | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
     """Test log-likelihood of a :class:`~genlab.models.base.LikelihoodModel`: NLL from its bound, ELBO, its summary.
 
     ``run_dir_or_model``: a run directory (loaded onto ``device``, default auto) or a model.
@@ -173,7 +192,8 @@ def evaluate_likelihood(run_dir_or_model, dataset=None, *, k: int = 5000, n_imag
 def format_nll_table(result: dict[str, Any], title: str = "") -> str:
     """The evaluation as aligned text (what ``genlab nll`` prints); figures the model did not report get no row."""
     data = f"{result['dataset']} {result['split']}, first {result['n_images']} images" + (
-        ", binarised (seed {})".format(result["seed"]) if result["binarized"] else "")
+        ", binarised (seed {})".format(result["seed"]) if result["binarized"] else ""
+    )
     rows = [
         ("data", data),
         ("likelihood", result["likelihood"] + (" (conditional: log p(x|y))" if result.get("conditional") else "")),
@@ -190,8 +210,9 @@ def format_nll_table(result: dict[str, Any], title: str = "") -> str:
         top = ", ".join(f"z{j}={kl[j]:.2f}" for j in order[:8]) + (", ..." if len(kl) > 8 else "")
         rows.append(("KL per dim (largest)", f"{top}  (total {result.get('kl_nats', sum(kl)):.2f} nats)"))
     elif "kl_nats" in result:
-        rows.append(("KL to the prior",
-                     f"{result['kl_nats']:.2f} nats  (Monte Carlo; a VampPrior's KL has no per-dim split)"))
+        rows.append(
+            ("KL to the prior", f"{result['kl_nats']:.2f} nats  (Monte Carlo; a VampPrior's KL has no per-dim split)")
+        )
     width = max(len(r[0]) for r in rows)
     lines = ([title] if title else []) + [f"{a:<{width}}  {b}" for a, b in rows]
     return "\n".join(lines)
@@ -203,9 +224,16 @@ def cmd_nll(args: argparse.Namespace) -> int:
 
     run_dir = Path(args.run)
     model, run = load_likelihood_run(run_dir, args.device)
-    result = evaluate_likelihood(model, args.dataset or run.data.dataset, k=args.k, n_images=args.n,
-                                 batch_size=args.batch_size, seed=args.seed, split=args.split,
-                                 data_dir=args.data_dir if args.data_dir is not None else run.data.data_dir)
+    result = evaluate_likelihood(
+        model,
+        args.dataset or run.data.dataset,
+        k=args.k,
+        n_images=args.n,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        split=args.split,
+        data_dir=args.data_dir if args.data_dir is not None else run.data.data_dir,
+    )
     result["run"] = str(run_dir)
     atomic_write_text(run_dir / "nll.json", json.dumps(result, indent=2) + "\n")
     if not args.quiet:
@@ -218,9 +246,12 @@ def register_cli(subparsers) -> None:
     """Add ``genlab nll`` (picked up by genlab.cli)."""
     from .argtypes import bounded_int, seed
 
-    p = subparsers.add_parser("nll", help="test log-likelihood bound (a VAE: the IWAE bound), ELBO and more",
-                              description="Importance-weighted estimate of -log p(x) (Burda et al. 2016) on test "
-                                          "images, in nats; writes RUN/nll.json.")
+    p = subparsers.add_parser(
+        "nll",
+        help="test log-likelihood bound (a VAE: the IWAE bound), ELBO and more",
+        description="Importance-weighted estimate of -log p(x) (Burda et al. 2016) on test "
+        "images, in nats; writes RUN/nll.json.",
+    )
     p.add_argument("run", help="run directory of a model with a likelihood bound (a VAE)")
     p.add_argument("--k", type=bounded_int(1, 10**6), default=5000, help="importance samples per image (default 5000)")
     p.add_argument("-n", type=bounded_int(1, 10**7), default=10_000, help="test images, the first N (default 10000)")

@@ -25,8 +25,7 @@ def save_figure(fig, path: Path) -> None:
 
 
 # Figures a metrics.jsonl line carries that are bookkeeping, not training signals: they are not plotted.
-BOOKKEEPING_KEYS = frozenset({"step", "epoch", "seconds", "lr", "skipped_steps", "applied", "collapsed",
-                              "pairwise_l2"})
+BOOKKEEPING_KEYS = frozenset({"step", "epoch", "seconds", "lr", "skipped_steps", "applied", "collapsed", "pairwise_l2"})
 MAX_COLUMNS = 4  # panels per row: 4 x 3.6 in keeps a figure under ~15 in wide
 PANEL_SIZE = (3.6, 2.8)  # inches per panel (width, height)
 
@@ -61,12 +60,13 @@ def panel_grid(n: int):
     """
     cols = max(1, min(n, MAX_COLUMNS))
     rows = max(1, math.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(PANEL_SIZE[0] * cols, PANEL_SIZE[1] * rows),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(PANEL_SIZE[0] * cols, PANEL_SIZE[1] * rows), squeeze=False, layout="constrained"
+    )
     flat = list(axes.flat)
     for ax in flat[n:]:
         ax.set_visible(False)
-    return fig, flat[:max(n, 1)]
+    return fig, flat[: max(n, 1)]
 
 
 def plot_losses(metrics_path: Path, out: Path, title: str = "") -> None:
@@ -74,7 +74,7 @@ def plot_losses(metrics_path: Path, out: Path, title: str = "") -> None:
     records = read_jsonl(Path(metrics_path))
     keys = curve_keys(records)
     fig, axes = panel_grid(len(keys))
-    for ax, key in zip(axes[:len(keys)], keys, strict=True):
+    for ax, key in zip(axes[: len(keys)], keys, strict=True):
         steps, values = curve(records, key)
         # a short run logs a handful of points: markers keep a single point visible
         ax.plot(steps, values, lw=1.2, marker="o" if len(steps) < 20 else None, ms=3)

@@ -139,8 +139,9 @@ def training_curves_png(runs: Sequence[tuple[str, Path]]) -> bytes | None:
             steps, values = plots.curve(records, key)
             if steps:  # a run that never logged this figure (another family's) gets no line here
                 # one colour per run on every panel, even where earlier runs have no line
-                ax.plot(steps, values, lw=1.2, label=name, color=f"C{i % 10}",
-                        marker="o" if len(steps) < 20 else None, ms=3)
+                ax.plot(
+                    steps, values, lw=1.2, label=name, color=f"C{i % 10}", marker="o" if len(steps) < 20 else None, ms=3
+                )
         ax.set_title(key)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -149,8 +150,10 @@ def training_curves_png(runs: Sequence[tuple[str, Path]]) -> bytes | None:
 
 
 def _page(title: str, body: str) -> str:
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{CSS}</style></head><body>\n{body}\n</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{CSS}</style></head><body>\n{body}\n</body></html>\n"
+    )
 
 
 def _notes(notes: Sequence[str]) -> str:
@@ -179,63 +182,109 @@ def evaluation_html(evaluation) -> str:
     r = evaluation.result
     src = r.get("source", {})
     title = f"genlab evaluation: {src.get('name', '')} on {r['dataset']}"
-    parts = [f"<h1>{html.escape(title)}</h1>",
-             f"<p class=\"small\">n = {r['n']} samples, reference: {html.escape(r['dataset'])} "
-             f"{r['reference']['split']} split ({r['reference']['n']} images; {r['reference']['n_subset']} "
-             f"drawn for KID, precision/recall and KS), seed {r['seed']}, genlab {r['genlab_version']}, "
-             f"{r['seconds']} s.<br>Source: {html.escape(json.dumps(src))}</p>", _notes(r.get("notes", []))]
-    parts.append("<h2>Metrics</h2><table><tr><th>metric</th><th>value</th><th>better</th><th>extractor</th>"
-                 "<th>what it means</th></tr>")
+    parts = [
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p class="small">n = {r["n"]} samples, reference: {html.escape(r["dataset"])} '
+        f"{r['reference']['split']} split ({r['reference']['n']} images; {r['reference']['n_subset']} "
+        f"drawn for KID, precision/recall and KS), seed {r['seed']}, genlab {r['genlab_version']}, "
+        f"{r['seconds']} s.<br>Source: {html.escape(json.dumps(src))}</p>",
+        _notes(r.get("notes", [])),
+    ]
+    parts.append(
+        "<h2>Metrics</h2><table><tr><th>metric</th><th>value</th><th>better</th><th>extractor</th>"
+        "<th>what it means</th></tr>"
+    )
     for row in r["summary"]:
-        v = fmt(row["value"]) + (f" ± {fmt(row['std'])}" if "std" in row else "") + (
-            f" of {row['of']}" if "of" in row else "")
-        parts.append(f"<tr><td>{html.escape(row['label'])}</td><td class=\"num\">{html.escape(v)}</td>"
-                     f"<td>{better_text(row['better'])}</td><td>{html.escape(row['extractor'] or '')}</td>"
-                     f"<td>{html.escape(row['explain'])}</td></tr>")
+        v = (
+            fmt(row["value"])
+            + (f" ± {fmt(row['std'])}" if "std" in row else "")
+            + (f" of {row['of']}" if "of" in row else "")
+        )
+        parts.append(
+            f'<tr><td>{html.escape(row["label"])}</td><td class="num">{html.escape(v)}</td>'
+            f"<td>{better_text(row['better'])}</td><td>{html.escape(row['extractor'] or '')}</td>"
+            f"<td>{html.escape(row['explain'])}</td></tr>"
+        )
     parts.append("</table>")
     if r.get("extractors"):
-        parts.append("<p class=\"small\">Extractors: " + "; ".join(
-            html.escape(f"{e['name']} (sha256 {e['sha256'][:12]}"
-                        + (f", test accuracy {e['test_accuracy']} on {e.get('accuracy_on')}" if "test_accuracy" in e
-                           else "") + ")") for e in r["extractors"].values()) + "</p>")
+        parts.append(
+            '<p class="small">Extractors: '
+            + "; ".join(
+                html.escape(
+                    f"{e['name']} (sha256 {e['sha256'][:12]}"
+                    + (
+                        f", test accuracy {e['test_accuracy']} on {e.get('accuracy_on')}"
+                        if "test_accuracy" in e
+                        else ""
+                    )
+                    + ")"
+                )
+                for e in r["extractors"].values()
+            )
+            + "</p>"
+        )
     if "nll" in r:
         nll = r["nll"]
-        parts.append("<h2>Test log-likelihood (importance-weighted bound)</h2><table>" + "".join(
-            f"<tr><td>{html.escape(k)}</td><td class=\"num\">{html.escape(fmt(nll.get(k)))}</td></tr>"
-            for k in ("iwae_nll_nats", "iwae_nll_sem", "elbo_nats", "kl_nats", "k", "n_images", "active_units",
-                      "latent_dim", "likelihood") if k in nll) + "</table>")
+        parts.append(
+            "<h2>Test log-likelihood (importance-weighted bound)</h2><table>"
+            + "".join(
+                f'<tr><td>{html.escape(k)}</td><td class="num">{html.escape(fmt(nll.get(k)))}</td></tr>'
+                for k in (
+                    "iwae_nll_nats",
+                    "iwae_nll_sem",
+                    "elbo_nats",
+                    "kl_nats",
+                    "k",
+                    "n_images",
+                    "active_units",
+                    "latent_dim",
+                    "likelihood",
+                )
+                if k in nll
+            )
+            + "</table>"
+        )
     parts.append("<h2>Samples</h2>" + img_tag(grid_png(evaluation.samples[:64], nrow=8), "sample grid"))
     modes = r["details"].get("modes")
     if modes:
         names = modes.get("class_names") or [str(i) for i in range(len(modes["histogram"]))]
         missing = ", ".join(names[c] for c in modes["missing_classes"]) or "none"
-        parts.append("<h2>Classes the classifier sees</h2>"
-                     + img_tag(class_histogram_png(modes["histogram"], modes["real_histogram"], names),
-                               "class histogram")
-                     + f"<p class=\"small\">Normalised entropy {fmt(modes['normalized_entropy'])} (1 = uniform); "
-                       f"missing classes: {html.escape(missing)}.</p>")
+        parts.append(
+            "<h2>Classes the classifier sees</h2>"
+            + img_tag(class_histogram_png(modes["histogram"], modes["real_histogram"], names), "class histogram")
+            + f'<p class="small">Normalised entropy {fmt(modes["normalized_entropy"])} (1 = uniform); '
+            f"missing classes: {html.escape(missing)}.</p>"
+        )
     memo = r["details"].get("memo")
     if memo and evaluation.pairs is not None:
         dists = ", ".join(fmt(c["distance"]) for c in memo["closest"])
-        parts.append("<h2>Closest training images</h2>"
-                     f"<p>Top row: the {len(memo['closest'])} samples nearest to a training image "
-                     f"({html.escape(memo['train_set'])}); bottom row: that training image. Pixel distances: "
-                     f"{dists}. Copy threshold {fmt(memo['threshold'])} (the {memo['quantile']:.0%} quantile of "
-                     f"held-out images' distances); {memo['n_copies']} of {r['n']} samples are below it.</p>"
-                     + img_tag(pairs_png(*evaluation.pairs), "closest training images"))
+        parts.append(
+            "<h2>Closest training images</h2>"
+            f"<p>Top row: the {len(memo['closest'])} samples nearest to a training image "
+            f"({html.escape(memo['train_set'])}); bottom row: that training image. Pixel distances: "
+            f"{dists}. Copy threshold {fmt(memo['threshold'])} (the {memo['quantile']:.0%} quantile of "
+            f"held-out images' distances); {memo['n_copies']} of {r['n']} samples are below it.</p>"
+            + img_tag(pairs_png(*evaluation.pairs), "closest training images")
+        )
     ks = r["details"].get("ks")
     if ks:
-        parts.append("<h2>Kolmogorov-Smirnov tests</h2><table><tr><th>statistic</th><th>real mean</th>"
-                     "<th>sample mean</th><th>KS distance</th><th>p (Holm)</th><th>differs</th></tr>")
+        parts.append(
+            "<h2>Kolmogorov-Smirnov tests</h2><table><tr><th>statistic</th><th>real mean</th>"
+            "<th>sample mean</th><th>KS distance</th><th>p (Holm)</th><th>differs</th></tr>"
+        )
         for t in ks["tests"]:
             cls = ' class="best"' if not t["differs"] else ""
-            parts.append(f"<tr{cls}><td>{t['statistic']}</td><td class=\"num\">{fmt(t['real_mean'])}</td>"
-                         f"<td class=\"num\">{fmt(t['fake_mean'])}</td><td class=\"num\">{fmt(t['ks'])}</td>"
-                         f"<td class=\"num\">{fmt(t['p_adjusted'])}</td>"
-                         f"<td>{'yes' if t['differs'] else 'no'}</td></tr>")
-        parts.append("</table><p class=\"small\">KS distance is the largest gap between the two CDFs (0..1); "
-                     "with thousands of samples tiny differences become significant, so read the distance for "
-                     "the size of a difference. pc1..pc3 are projections on the real features' principal axes.</p>")
+            parts.append(
+                f'<tr{cls}><td>{t["statistic"]}</td><td class="num">{fmt(t["real_mean"])}</td>'
+                f'<td class="num">{fmt(t["fake_mean"])}</td><td class="num">{fmt(t["ks"])}</td>'
+                f'<td class="num">{fmt(t["p_adjusted"])}</td>'
+                f"<td>{'yes' if t['differs'] else 'no'}</td></tr>"
+            )
+        parts.append(
+            '</table><p class="small">KS distance is the largest gap between the two CDFs (0..1); '
+            "with thousands of samples tiny differences become significant, so read the distance for "
+            "the size of a difference. pc1..pc3 are projections on the real features' principal axes.</p>"
+        )
     return _page(title, "\n".join(parts))
 
 
@@ -271,9 +320,11 @@ def verdict(runs: Sequence[dict[str, Any]], best: dict[str, list[str]]) -> list[
             ties += 1
     family = {run["name"]: run.get("family") or "?" for run in runs}
     order = sorted(wins, key=lambda k: -wins[k])
-    lines = [f"{order[0]} ({family[order[0]]}) is best on {wins[order[0]]} of {len(best)} metrics"
-             + (f"; then {', '.join(f'{n} ({family[n]}): {wins[n]}' for n in order[1:])}" if order[1:] else "")
-             + (f"; {ties} tied." if ties else ".")]
+    lines = [
+        f"{order[0]} ({family[order[0]]}) is best on {wins[order[0]]} of {len(best)} metrics"
+        + (f"; then {', '.join(f'{n} ({family[n]}): {wins[n]}' for n in order[1:])}" if order[1:] else "")
+        + (f"; {ties} tied." if ties else ".")
+    ]
     fams = sorted({family[n] for n in wins})
     if len(fams) > 1:
         by_family = {f: sum(wins[n] for n in wins if family[n] == f) for f in fams}
@@ -293,22 +344,34 @@ def compare_html(runs: Sequence[dict[str, Any]]) -> str:
     notes = []
     for run in runs:
         if run.get("on_the_fly"):
-            notes.append(f"{run['name']} had no metrics.json: it was evaluated on the fly with n={run['result']['n']} "
-                         f"samples (run `genlab evaluate {run['dir']}` for the full n).")
+            notes.append(
+                f"{run['name']} had no metrics.json: it was evaluated on the fly with n={run['result']['n']} "
+                f"samples (run `genlab evaluate {run['dir']}` for the full n)."
+            )
         notes += [f"{run['name']}: {n}" for n in run["result"].get("notes", [])]
     datasets = {r["result"].get("dataset") for r in runs}
     if len(datasets) > 1:
-        notes.append(f"the runs were evaluated on different datasets ({', '.join(sorted(map(str, datasets)))}): "
-                     "their numbers are not comparable")
+        notes.append(
+            f"the runs were evaluated on different datasets ({', '.join(sorted(map(str, datasets)))}): "
+            "their numbers are not comparable"
+        )
     ns = {r["result"].get("n") for r in runs}
     if len(ns) > 1:
-        notes.append(f"the runs were evaluated with different sample counts ({', '.join(map(str, sorted(ns)))}); "
-                     "FID and precision/recall depend on n, so compare those with care")
+        notes.append(
+            f"the runs were evaluated with different sample counts ({', '.join(map(str, sorted(ns)))}); "
+            "FID and precision/recall depend on n, so compare those with care"
+        )
     parts.append(f"<h2>{VERDICT_HEADING}</h2>" + "".join(f"<p>{html.escape(s)}</p>" for s in verdict(runs, best)))
     parts.append(_notes(notes))
-    parts.append("<h2>Metrics</h2><table><tr><th>metric</th><th>extractor</th><th>better</th>"
-                 + "".join(f"<th>{html.escape(r['name'])}<br><span class=\"small\">{html.escape(str(r.get('family')))}"
-                           f" / {html.escape(str(r.get('preset')))}</span></th>" for r in runs) + "<th>best</th></tr>")
+    parts.append(
+        "<h2>Metrics</h2><table><tr><th>metric</th><th>extractor</th><th>better</th>"
+        + "".join(
+            f'<th>{html.escape(r["name"])}<br><span class="small">{html.escape(str(r.get("family")))}'
+            f" / {html.escape(str(r.get('preset')))}</span></th>"
+            for r in runs
+        )
+        + "<th>best</th></tr>"
+    )
     seen: list[str] = []
     for run in runs:
         seen += [rid for rid in _rows(run["result"]) if rid not in seen]
@@ -319,19 +382,28 @@ def compare_html(runs: Sequence[dict[str, Any]]) -> str:
             row = _rows(run["result"]).get(rid)
             cls = ' class="num best"' if run["name"] in best.get(rid, []) else ' class="num"'
             cells.append(f"<td{cls}>{html.escape(fmt(row['value'])) if row else '—'}</td>")
-        parts.append(f"<tr><td title=\"{html.escape(any_row['explain'])}\">{html.escape(any_row['label'])}</td>"
-                     f"<td>{html.escape(any_row['extractor'] or '')}</td><td>{better_text(any_row['better'])}</td>"
-                     + "".join(cells) + f"<td>{html.escape(', '.join(best.get(rid, [])) or '—')}</td></tr>")
-    parts.append("</table><p class=\"small\">Hover a metric's name for what it means; the best value of each row "
-                 "is highlighted.</p>")
-    parts.append("<h2>Samples</h2><div class=\"runs\">")
+        parts.append(
+            f'<tr><td title="{html.escape(any_row["explain"])}">{html.escape(any_row["label"])}</td>'
+            f"<td>{html.escape(any_row['extractor'] or '')}</td><td>{better_text(any_row['better'])}</td>"
+            + "".join(cells)
+            + f"<td>{html.escape(', '.join(best.get(rid, [])) or '—')}</td></tr>"
+        )
+    parts.append(
+        '</table><p class="small">Hover a metric\'s name for what it means; the best value of each row '
+        "is highlighted.</p>"
+    )
+    parts.append('<h2>Samples</h2><div class="runs">')
     for run in runs:
         png = run.get("samples_png")
-        parts.append(f"<div><b>{html.escape(run['name'])}</b><br>"
-                     + (img_tag(png, f"samples of {run['name']}", width=300) if png else "<i>no samples.png</i>")
-                     + "</div>")
+        parts.append(
+            f"<div><b>{html.escape(run['name'])}</b><br>"
+            + (img_tag(png, f"samples of {run['name']}", width=300) if png else "<i>no samples.png</i>")
+            + "</div>"
+        )
     parts.append("</div>")
     curves = training_curves_png([(r["name"], Path(r["dir"]) / "metrics.jsonl") for r in runs])
-    parts.append("<h2>Training curves</h2>" + (img_tag(curves, "training curves") if curves
-                                                 else "<p><i>no metrics.jsonl in these runs</i></p>"))
+    parts.append(
+        "<h2>Training curves</h2>"
+        + (img_tag(curves, "training curves") if curves else "<p><i>no metrics.jsonl in these runs</i></p>")
+    )
     return _page(title, "\n".join(parts))

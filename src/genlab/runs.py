@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import CheckpointError, GenlabError
+from .errors import GenlabError
 from .io import remove_quietly
 
 if TYPE_CHECKING:
@@ -79,9 +79,11 @@ class RunLock:
             os.close(fd)
             if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise GenlabError(f"cannot lock {path}: {e.strerror or e}") from None
-            raise GenlabError(f"{self.run_dir} is being written by another genlab process"
-                              f"{f' (pid {holder})' if holder.isdigit() else ''}; wait for it to finish, "
-                              f"or train into another --out") from None
+            raise GenlabError(
+                f"{self.run_dir} is being written by another genlab process"
+                f"{f' (pid {holder})' if holder.isdigit() else ''}; wait for it to finish, "
+                f"or train into another --out"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self.fd = fd
@@ -149,11 +151,15 @@ def _refuse_foreign(run_dir: Path, overwrite: bool) -> None:
     if not contents:
         return
     if not overwrite:
-        raise GenlabError(f"{run_dir} already holds files; continue it with --resume {run_dir}, "
-                          f"replace it with --overwrite, or choose another --out")
+        raise GenlabError(
+            f"{run_dir} already holds files; continue it with --resume {run_dir}, "
+            f"replace it with --overwrite, or choose another --out"
+        )
     if not (run_dir / CONFIG_FILE).is_file():
-        raise GenlabError(f"{run_dir} is not a genlab run directory (no config.json): "
-                          f"--overwrite only replaces genlab runs; choose another --out")
+        raise GenlabError(
+            f"{run_dir} is not a genlab run directory (no config.json): "
+            f"--overwrite only replaces genlab runs; choose another --out"
+        )
 
 
 def finished_steps(run_dir: Path) -> int | None:

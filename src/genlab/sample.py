@@ -21,8 +21,7 @@ from .models import GenerativeModel
 MAX_GRID = 10_000  # images in one PNG grid: beyond that a grid is unreadable, and .npy is the format
 
 
-def _batches(model: GenerativeModel, n: int, generator: torch.Generator | None, labels: Tensor | None,
-             batch_size: int):
+def _batches(model: GenerativeModel, n: int, generator: torch.Generator | None, labels: Tensor | None, batch_size: int):
     """Samples in batches of ``batch_size``, float32 in [0, 1] on the CPU: the one order every writer uses."""
     for lo in range(0, n, batch_size):
         k = min(batch_size, n - lo)
@@ -31,8 +30,14 @@ def _batches(model: GenerativeModel, n: int, generator: torch.Generator | None, 
 
 
 @torch.inference_mode()
-def generate(model: GenerativeModel, n: int, *, generator: torch.Generator | None = None,
-             labels: Tensor | None = None, batch_size: int = 10_000) -> Tensor:
+def generate(
+    model: GenerativeModel,
+    n: int,
+    *,
+    generator: torch.Generator | None = None,
+    labels: Tensor | None = None,
+    batch_size: int = 10_000,
+) -> Tensor:
     """``n`` samples (n, C, H, W) float32 in [0, 1] on the CPU, drawn in batches."""
     if n < 1:
         raise GenlabError(f"number of samples must be >= 1, got {n}")
@@ -41,8 +46,15 @@ def generate(model: GenerativeModel, n: int, *, generator: torch.Generator | Non
 
 
 @torch.inference_mode()
-def stream_samples_npy(model: GenerativeModel, n: int, path: Path, *, generator: torch.Generator | None = None,
-                       labels: Tensor | None = None, batch_size: int = 10_000) -> tuple[int, ...]:
+def stream_samples_npy(
+    model: GenerativeModel,
+    n: int,
+    path: Path,
+    *,
+    generator: torch.Generator | None = None,
+    labels: Tensor | None = None,
+    batch_size: int = 10_000,
+) -> tuple[int, ...]:
     """Write ``n`` samples to ``path`` as a float32 (n, C, H, W) ``.npy``, one batch at a time.
 
     The array is a memory-mapped file filled in place, so memory stays at one batch whatever
@@ -61,8 +73,10 @@ def stream_samples_npy(model: GenerativeModel, n: int, path: Path, *, generator:
     except OSError as e:
         raise GenlabError(f"cannot write {path}: {why(e)}") from None
     if need > free:
-        raise GenlabError(f"{n:,} samples of {shape[1:]} take {need / 2**30:,.2f} GiB as float32 but "
-                          f"{folder} has {free / 2**30:,.2f} GiB free; ask for fewer (-n)")
+        raise GenlabError(
+            f"{n:,} samples of {shape[1:]} take {need / 2**30:,.2f} GiB as float32 but "
+            f"{folder} has {free / 2**30:,.2f} GiB free; ask for fewer (-n)"
+        )
     model.eval()
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)

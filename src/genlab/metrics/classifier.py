@@ -87,18 +87,14 @@ def _as_float_images(images: Any, name: str, metric: str) -> Tensor:
 
 
 @torch.no_grad()
-def extract_features(
-    model: CNNClassifier, images: Any, *, batch_size: int = 500, device: str = "cpu"
-) -> np.ndarray:
+def extract_features(model: CNNClassifier, images: Any, *, batch_size: int = 500, device: str = "cpu") -> np.ndarray:
     """Penultimate features of ``images`` (N, 1, 28, 28) as a float64 (N, D) array."""
     x = _as_float_images(images, "images", "extract_features")
     return _batched(lambda xb: model.features(xb).double(), model, x, batch_size, device)
 
 
 @torch.no_grad()
-def predict_proba(
-    model: CNNClassifier, images: Any, *, batch_size: int = 500, device: str = "cpu"
-) -> np.ndarray:
+def predict_proba(model: CNNClassifier, images: Any, *, batch_size: int = 500, device: str = "cpu") -> np.ndarray:
     """Softmax class probabilities of ``images`` as a float64 (N, num_classes) array."""
     x = _as_float_images(images, "images", "predict_proba")
     return _batched(lambda xb: F.softmax(model.logits(xb).double(), dim=1), model, x, batch_size, device)

@@ -16,9 +16,7 @@ from scipy import linalg
 from genlab.metrics.validate import MetricInputError, check_features, check_same_dim
 
 
-def frechet_distance(
-    mu1: Any, sigma1: Any, mu2: Any, sigma2: Any, eps: float = 1e-6
-) -> float:
+def frechet_distance(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any, eps: float = 1e-6) -> float:
     """Fréchet (2-Wasserstein) distance between N(mu1, sigma1) and N(mu2, sigma2)::
 
         d^2 = ||mu1 - mu2||^2 + Tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2))
@@ -38,9 +36,7 @@ def frechet_distance(
     sigma2 = np.atleast_2d(np.asarray(sigma2, dtype=np.float64))
     d = mu1.shape[0]
     if mu1.shape != (d,) or mu2.shape != (d,):
-        raise MetricInputError(
-            f"frechet_distance: means must be 1-D of equal length, got {mu1.shape} and {mu2.shape}"
-        )
+        raise MetricInputError(f"frechet_distance: means must be 1-D of equal length, got {mu1.shape} and {mu2.shape}")
     if sigma1.shape != (d, d) or sigma2.shape != (d, d):
         raise MetricInputError(
             f"frechet_distance: covariances must be ({d}, {d}) to match the means, "

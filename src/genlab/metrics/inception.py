@@ -212,8 +212,7 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
         state = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as e:  # unpickling errors come in many types; all mean "not usable"
         raise CheckpointError(
-            f"cannot read Inception weights {path} as a plain state dict "
-            f"(torch.load with weights_only=True): {e}"
+            f"cannot read Inception weights {path} as a plain state dict (torch.load with weights_only=True): {e}"
         ) from e
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
@@ -265,14 +264,9 @@ def load_fid_inception(path: str | Path, *, device: str = "cpu") -> FIDInception
 
 
 @torch.no_grad()
-def inception_features(
-    model: FIDInceptionV3, images: Any, *, batch_size: int = 50, device: str = "cpu"
-) -> np.ndarray:
+def inception_features(model: FIDInceptionV3, images: Any, *, batch_size: int = 50, device: str = "cpu") -> np.ndarray:
     """Pool3 features (N, 2048) float64 of grayscale images (N, 1, H, W) in [0, 1] or uint8."""
     x = check_images(images, "images", metric="inception_features", size=None)
     model = model.to(device).eval()
-    out = [
-        model(torch.from_numpy(x[i : i + batch_size].copy()).to(device)).cpu()
-        for i in range(0, len(x), batch_size)
-    ]
+    out = [model(torch.from_numpy(x[i : i + batch_size].copy()).to(device)).cpu() for i in range(0, len(x), batch_size)]
     return torch.cat(out).double().numpy()

@@ -22,9 +22,7 @@ def check_probabilities(probs: Any, *, metric: str, min_samples: int = 1) -> np.
     """Validate an (N, C) array of rows that are probability distributions (sum 1 +- 1e-3)."""
     p = check_features(probs, "probs", metric=metric, min_samples=min_samples)
     if p.min() < 0 or p.max() > 1:
-        raise MetricInputError(
-            f"{metric}: 'probs' must be probabilities in [0, 1]; pass softmax outputs, not logits"
-        )
+        raise MetricInputError(f"{metric}: 'probs' must be probabilities in [0, 1]; pass softmax outputs, not logits")
     if not np.allclose(p.sum(axis=1), 1.0, atol=1e-3):
         raise MetricInputError(f"{metric}: each row of 'probs' must sum to 1 (softmax outputs)")
     return p

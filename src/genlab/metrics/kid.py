@@ -23,8 +23,8 @@ def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
     """Unbiased MMD^2 estimate (Gretton et al. 2012, eq. 3) with :func:`polynomial_kernel`::
 
-        MMD^2 = 1/(m(m-1)) sum_{i!=j} k(x_i, x_j) + 1/(n(n-1)) sum_{i!=j} k(y_i, y_j)
-                - 2/(mn) sum_{i,j} k(x_i, y_j)
+    MMD^2 = 1/(m(m-1)) sum_{i!=j} k(x_i, x_j) + 1/(n(n-1)) sum_{i!=j} k(y_i, y_j)
+            - 2/(mn) sum_{i,j} k(x_i, y_j)
     """
     m, n = len(x), len(y)
     kxx = polynomial_kernel(x, x)
@@ -53,9 +53,7 @@ def kernel_inception_distance(
     f2 = check_features(features2, "features2", metric="KID", min_samples=2)
     check_same_dim(f1, f2, metric="KID", names=("features1", "features2"))
     if n_subsets < 1 or subset_size < 2:
-        raise MetricInputError(
-            f"KID: n_subsets must be >= 1 and subset_size >= 2, got {n_subsets} and {subset_size}"
-        )
+        raise MetricInputError(f"KID: n_subsets must be >= 1 and subset_size >= 2, got {n_subsets} and {subset_size}")
     size = min(subset_size, len(f1), len(f2))
     rng = np.random.default_rng(seed)
     values = np.empty(n_subsets)

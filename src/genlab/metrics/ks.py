@@ -109,9 +109,7 @@ def ks_tests(
     real = check_images(real_images, "real_images", metric=metric, min_samples=2, size=None)
     fake = check_images(fake_images, "fake_images", metric=metric, min_samples=2, size=None)
     if real.shape[2:] != fake.shape[2:]:
-        raise MetricInputError(
-            f"{metric}: real and fake images differ in size: {real.shape[2:]} vs {fake.shape[2:]}"
-        )
+        raise MetricInputError(f"{metric}: real and fake images differ in size: {real.shape[2:]} vs {fake.shape[2:]}")
     if not 0 < alpha < 1:
         raise MetricInputError(f"{metric}: alpha must be in (0, 1), got {alpha}")
     sr, sf = image_statistics(real), image_statistics(fake)
@@ -142,7 +140,7 @@ def ks_tests(
     for r, pa in zip(rows, adjusted):
         r["p_adjusted"] = float(pa)
         r["differs"] = bool(pa <= alpha)
-    n_diff = sum(r["differs"] for r in rows)
+    n_diff = sum(bool(r["differs"]) for r in rows)
     return {
         "tests": rows,
         "n_tests": len(rows),

@@ -45,10 +45,7 @@ def _as_vectors(arrays: dict[str, Any]) -> tuple[dict[str, np.ndarray], str]:
         out = {k: check_features(v, k, metric="memorization", min_samples=1) for k, v in arrays.items()}
         space = "features"
     elif all(n in (3, 4) for n in ndims.values()):
-        out = {
-            k: check_images(v, k, metric="memorization", size=None).reshape(len(v), -1)
-            for k, v in arrays.items()
-        }
+        out = {k: check_images(v, k, metric="memorization", size=None).reshape(len(v), -1) for k, v in arrays.items()}
         space = "pixel"
     else:
         raise MetricInputError(
@@ -83,9 +80,7 @@ def memorization(
         raise MetricInputError(f"memorization: quantile must be in (0, 1), got {quantile}")
     v, space = _as_vectors({"samples": samples, "train": train, "heldout": heldout})
     if len(v["heldout"]) < 2:
-        raise MetricInputError(
-            f"memorization needs at least 2 held-out images, got {len(v['heldout'])}"
-        )
+        raise MetricInputError(f"memorization needs at least 2 held-out images, got {len(v['heldout'])}")
     d_s, i_s = nearest_neighbours(v["samples"], v["train"], chunk_size=chunk_size)
     d_h, _ = nearest_neighbours(v["heldout"], v["train"], chunk_size=chunk_size)
     threshold = float(np.quantile(d_h, quantile))
@@ -102,8 +97,5 @@ def memorization(
         "sample_nn_median": med_s,
         "heldout_nn_median": med_h,
         "median_ratio": med_s / med_h if med_h > 0 else None,  # None: held-out copies exist
-        "closest": [
-            {"sample_index": int(j), "train_index": int(i_s[j]), "distance": float(d_s[j])}
-            for j in order
-        ],
+        "closest": [{"sample_index": int(j), "train_index": int(i_s[j]), "distance": float(d_s[j])} for j in order],
     }

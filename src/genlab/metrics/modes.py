@@ -30,9 +30,7 @@ def _labels(x: Any, name: str, num_classes: int) -> np.ndarray:
     a = np.asarray(x)
     if a.ndim == 2:  # probabilities or logits: take the predicted class
         if a.shape[1] != num_classes:
-            raise MetricInputError(
-                f"mode statistics: {name!r} has {a.shape[1]} columns but num_classes={num_classes}"
-            )
+            raise MetricInputError(f"mode statistics: {name!r} has {a.shape[1]} columns but num_classes={num_classes}")
         if not np.isfinite(a).all():
             raise MetricInputError(f"mode statistics: {name!r} contains NaN or infinite values")
         a = a.argmax(axis=1)
@@ -45,8 +43,7 @@ def _labels(x: Any, name: str, num_classes: int) -> np.ndarray:
         raise MetricInputError(f"mode statistics needs at least 1 sample in {name!r}")
     if a.min() < 0 or a.max() >= num_classes:
         raise MetricInputError(
-            f"mode statistics: {name!r} labels must lie in [0, {num_classes - 1}], "
-            f"found [{a.min()}, {a.max()}]"
+            f"mode statistics: {name!r} labels must lie in [0, {num_classes - 1}], found [{a.min()}, {a.max()}]"
         )
     return a
 

@@ -28,9 +28,7 @@ def _to_numpy(x: Any) -> Any:
 def require_samples(n: int, minimum: int, *, metric: str, name: str) -> None:
     """Raise unless ``n >= minimum``; the message names the metric and the minimum."""
     if n < minimum:
-        raise MetricInputError(
-            f"{metric} needs at least {minimum} samples in {name!r}, got {n}"
-        )
+        raise MetricInputError(f"{metric} needs at least {minimum} samples in {name!r}, got {n}")
 
 
 def check_images(
@@ -50,21 +48,15 @@ def check_images(
     """
     x = _to_numpy(x)
     if not isinstance(x, np.ndarray):
-        raise MetricInputError(
-            f"{metric}: {name!r} must be a numpy array, got {type(x).__name__}"
-        )
+        raise MetricInputError(f"{metric}: {name!r} must be a numpy array, got {type(x).__name__}")
     if x.ndim == 3:
         x = x[:, None]
     if x.ndim != 4 or x.shape[1] != 1:
         raise MetricInputError(
-            f"{metric}: {name!r} must have shape (N, 1, H, W) or (N, H, W) "
-            f"(grayscale), got {tuple(x.shape)}"
+            f"{metric}: {name!r} must have shape (N, 1, H, W) or (N, H, W) (grayscale), got {tuple(x.shape)}"
         )
     if size is not None and tuple(x.shape[2:]) != tuple(size):
-        raise MetricInputError(
-            f"{metric}: {name!r} must be {size[0]}x{size[1]} images, "
-            f"got {x.shape[2]}x{x.shape[3]}"
-        )
+        raise MetricInputError(f"{metric}: {name!r} must be {size[0]}x{size[1]} images, got {x.shape[2]}x{x.shape[3]}")
     if x.dtype == np.uint8:
         x = x.astype(np.float32) / 255.0
     elif np.issubdtype(x.dtype, np.floating):
@@ -78,26 +70,18 @@ def check_images(
                 f"[{lo:.4g}, {hi:.4g}]; rescale first (e.g. (x + 1) / 2 for tanh outputs)"
             )
     else:
-        raise MetricInputError(
-            f"{metric}: {name!r} has dtype {x.dtype}; use float in [0, 1] or uint8 in [0, 255]"
-        )
+        raise MetricInputError(f"{metric}: {name!r} has dtype {x.dtype}; use float in [0, 1] or uint8 in [0, 255]")
     require_samples(x.shape[0], min_samples, metric=metric, name=name)
     return x
 
 
-def check_features(
-    f: Any, name: str = "features", *, metric: str = "this metric", min_samples: int = 1
-) -> np.ndarray:
+def check_features(f: Any, name: str = "features", *, metric: str = "this metric", min_samples: int = 1) -> np.ndarray:
     """Validate a 2-D ``(N, D)`` array of finite real features; return it as float64."""
     f = _to_numpy(f)
     if not isinstance(f, np.ndarray):
-        raise MetricInputError(
-            f"{metric}: {name!r} must be a numpy array, got {type(f).__name__}"
-        )
+        raise MetricInputError(f"{metric}: {name!r} must be a numpy array, got {type(f).__name__}")
     if f.ndim != 2:
-        raise MetricInputError(
-            f"{metric}: {name!r} must be a 2-D (N, D) feature array, got shape {tuple(f.shape)}"
-        )
+        raise MetricInputError(f"{metric}: {name!r} must be a 2-D (N, D) feature array, got shape {tuple(f.shape)}")
     if not (np.issubdtype(f.dtype, np.floating) or np.issubdtype(f.dtype, np.integer)):
         raise MetricInputError(f"{metric}: {name!r} has non-numeric dtype {f.dtype}")
     f = f.astype(np.float64, copy=False)

@@ -72,9 +72,15 @@ def model_flags() -> dict[str, ModelFlag]:
                 if (known.field, known.type) != (field, typ):
                     raise RuntimeError(f"{flag} means {known.field} for {known.families} but {field} for {fam}")
                 same = known.help == help_ or known.help.endswith(f": {help_}")
-                merged = known.help if same else (
-                    f"{known.help}; {fam}: {help_}" if ": " in known.help and known.help.split(":")[0] in FAMILIES
-                    else f"{known.families[0]}: {known.help}; {fam}: {help_}")
+                merged = (
+                    known.help
+                    if same
+                    else (
+                        f"{known.help}; {fam}: {help_}"
+                        if ": " in known.help and known.help.split(":")[0] in FAMILIES
+                        else f"{known.families[0]}: {known.help}; {fam}: {help_}"
+                    )
+                )
                 flags[flag] = ModelFlag(flag, field, typ, merged, (*known.families, fam))
             else:
                 flags[flag] = ModelFlag(flag, field, typ, help_, (fam,))
@@ -101,16 +107,19 @@ def dry_build(family: str, config: Any) -> GenerativeModel:
         with torch.device("meta"):
             model = get_family(family)(config)
     except (TypeError, ValueError, RuntimeError, OverflowError, IndexError) as e:
-        raise ConfigError(f"these model settings do not make a {family} model: "
-                          f"{' '.join(str(e).split())[:300]}") from None
+        raise ConfigError(
+            f"these model settings do not make a {family} model: {' '.join(str(e).split())[:300]}"
+        ) from None
     params = sum(p.numel() for p in model.parameters())
     tensor_bytes = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
     # training holds the weights, their gradients and Adam's two moments: about 4x the weights
     limit = _memory_bytes()
     if 4 * tensor_bytes > limit:
-        raise ConfigError(f"these model settings make a {family} model of {params:,} parameters "
-                          f"({tensor_bytes / 2**30:,.1f} GiB of weights, ~4x that to train), more than this "
-                          f"machine's {limit / 2**30:,.0f} GiB of memory; reduce the widths or latent size")
+        raise ConfigError(
+            f"these model settings make a {family} model of {params:,} parameters "
+            f"({tensor_bytes / 2**30:,.1f} GiB of weights, ~4x that to train), more than this "
+            f"machine's {limit / 2**30:,.0f} GiB of memory; reduce the widths or latent size"
+        )
     return model
 
 
@@ -124,9 +133,24 @@ def _memory_bytes() -> int:
         return 1 << 40
 
 
-__all__ = ["FAMILIES", "GenerativeModel", "ModelFlag", "Preset", "StepNoise", "StepOutput", "TrainSettings",
-           "all_presets", "build_model", "dry_build", "family_module", "family_names", "get_family", "get_preset", "model_flags",
-           "register_family"]
+__all__ = [
+    "FAMILIES",
+    "GenerativeModel",
+    "ModelFlag",
+    "Preset",
+    "StepNoise",
+    "StepOutput",
+    "TrainSettings",
+    "all_presets",
+    "build_model",
+    "dry_build",
+    "family_module",
+    "family_names",
+    "get_family",
+    "get_preset",
+    "model_flags",
+    "register_family",
+]
 
 
 def register_family(name: str, module: str) -> None:

@@ -22,7 +22,7 @@ callbacks' job (``genlab.training.callbacks``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -51,18 +51,15 @@ class StepNoise:
         return full[self.rank * n_local : (self.rank + 1) * n_local]
 
     def randn(self, n_local: int, *shape: int, device: torch.device | str = "cpu") -> Tensor:
-        full = torch.randn(n_local * self.world_size, *shape, generator=self.generator,
-                           device=self.generator.device)
+        full = torch.randn(n_local * self.world_size, *shape, generator=self.generator, device=self.generator.device)
         return self._local(full, n_local).to(device, non_blocking=True)
 
     def rand(self, n_local: int, *shape: int, device: torch.device | str = "cpu") -> Tensor:
-        full = torch.rand(n_local * self.world_size, *shape, generator=self.generator,
-                          device=self.generator.device)
+        full = torch.rand(n_local * self.world_size, *shape, generator=self.generator, device=self.generator.device)
         return self._local(full, n_local).to(device, non_blocking=True)
 
     def randint(self, high: int, n_local: int, device: torch.device | str = "cpu") -> Tensor:
-        full = torch.randint(high, (n_local * self.world_size,), generator=self.generator,
-                             device=self.generator.device)
+        full = torch.randint(high, (n_local * self.world_size,), generator=self.generator, device=self.generator.device)
         return self._local(full, n_local).to(device, non_blocking=True)
 
 
@@ -143,13 +140,18 @@ class GenerativeModel(nn.Module):
     def configure_optimizers(self, settings: TrainSettings) -> dict[str, torch.optim.Optimizer]:
         raise NotImplementedError
 
-    def train_step(self, nets: Mapping[str, nn.Module], optimizers: Mapping[str, torch.optim.Optimizer],
-                   x: Tensor, y: Tensor, ctx: StepContext) -> StepOutput:
+    def train_step(
+        self,
+        nets: Mapping[str, nn.Module],
+        optimizers: Mapping[str, torch.optim.Optimizer],
+        x: Tensor,
+        y: Tensor,
+        ctx: StepContext,
+    ) -> StepOutput:
         raise NotImplementedError
 
     @torch.inference_mode()
-    def sample(self, n: int, labels: Tensor | None = None,
-               generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         raise NotImplementedError
 
     def collapse_advice(self) -> str:
@@ -188,8 +190,9 @@ class GenerativeModel(nn.Module):
         if labels is None:
             return (torch.arange(n) % self.num_classes).to(self.device)
         if labels.shape != (n,) or int(labels.min()) < 0 or int(labels.max()) >= self.num_classes:
-            raise ConfigError(f"labels must be {n} class indices in [0, {self.num_classes}), "
-                              f"got shape {tuple(labels.shape)}")
+            raise ConfigError(
+                f"labels must be {n} class indices in [0, {self.num_classes}), got shape {tuple(labels.shape)}"
+            )
         return labels.to(self.device, torch.long)
 
 
@@ -203,6 +206,12 @@ class LatentModel(Protocol):
     """
 
     latent_dim: int
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def conditional(self) -> bool: ...
 
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor: ...  # (n, D)
 
@@ -239,8 +248,15 @@ class LikelihoodModel(Protocol):
     likelihood_name: str
     likelihood_data: str
 
-    def likelihood_report(self, x: Tensor, labels: Tensor | None = None, *, k: int,
-                          generator: torch.Generator | None = None, chunk: int | None = None) -> dict[str, Tensor]: ...
+    def likelihood_report(
+        self,
+        x: Tensor,
+        labels: Tensor | None = None,
+        *,
+        k: int,
+        generator: torch.Generator | None = None,
+        chunk: int | None = None,
+    ) -> dict[str, Tensor]: ...
 
     def likelihood_summary(self, x: Tensor, labels: Tensor | None = None) -> dict[str, Any]: ...
 
@@ -271,8 +287,9 @@ def adam(params, lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.
     return torch.optim.Adam(params, lr=lr, betas=betas, fused=fusable or None)
 
 
-def optimize(loss: Tensor, optimizer: torch.optim.Optimizer, params: list[Tensor] | None,
-             settings: TrainSettings, step: int) -> Tensor:
+def optimize(
+    loss: Tensor, optimizer: torch.optim.Optimizer, params: Sequence[Tensor] | None, settings: TrainSettings, step: int
+) -> Tensor:
     """Backward, optional clipping, and the optimiser step for one loss.
 
     Returns a 0-d tensor that is 1.0 when the step was applied, 0.0 when it was

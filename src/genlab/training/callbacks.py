@@ -159,11 +159,15 @@ class ProgressGrid(Callback):
             _plot_diversity(history, run_dir / "diversity.png", threshold)
         warnings = summary.setdefault("warnings", [])
         if collapsed:
-            warnings.append(f"mode collapse: the generator's diversity is {final:.3f} of the real data's "
-                            f"(threshold {threshold}); its samples look alike. {model.collapse_advice()}")
+            warnings.append(
+                f"mode collapse: the generator's diversity is {final:.3f} of the real data's "
+                f"(threshold {threshold}); its samples look alike. {model.collapse_advice()}"
+            )
         elif self.low_steps:
-            warnings.append(f"diversity fell below {threshold} during training ({len(self.low_steps)} progress "
-                            f"step(s), first {self.low_steps[0]}) but recovered.")
+            warnings.append(
+                f"diversity fell below {threshold} during training ({len(self.low_steps)} progress "
+                f"step(s), first {self.low_steps[0]}) but recovered."
+            )
 
 
 # -- pictures of a 2-D latent space ------------------------------------------------------------------
@@ -182,12 +186,20 @@ class LatentPictures(Callback):
             return
         images, labels = trainer.heldout_images(5000)
         with torch.inference_mode():
-            mu = torch.cat([model.encode_latent(x.to(trainer.device), y.to(trainer.device)).float().cpu()
-                            for x, y in zip(images.split(1000), labels.split(1000))])
+            mu = torch.cat(
+                [
+                    model.encode_latent(x.to(trainer.device), y.to(trainer.device)).float().cpu()
+                    for x, y in zip(images.split(1000), labels.split(1000))
+                ]
+            )
         active = f" ({summary['active_units']}/2 active)" if "active_units" in summary else ""
         run_dir = Path(trainer.run_dir)
-        plot_latent_scatter(mu.numpy(), labels.numpy(), run_dir / "latent.png",
-                            title=f"latent means of {len(mu)} held-out images{active}")
+        plot_latent_scatter(
+            mu.numpy(),
+            labels.numpy(),
+            run_dir / "latent.png",
+            title=f"latent means of {len(mu)} held-out images{active}",
+        )
         save_grid(latent_plane(model, 20), run_dir / "manifold.png", nrow=20)
 
 

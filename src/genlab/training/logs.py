@@ -26,8 +26,9 @@ class MetricsLog:
             from torch.utils.tensorboard import SummaryWriter  # slow import: only when training
 
             # purge_step hides events a killed run logged after its checkpoint
-            self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"),
-                                        purge_step=None if resume_step is None else resume_step + 1)
+            self.writer = SummaryWriter(
+                log_dir=str(run_dir / "tensorboard"), purge_step=None if resume_step is None else resume_step + 1
+            )
 
     def truncate_after(self, step: int) -> None:
         """On resume, drop lines logged after the checkpoint so the curve has no duplicates.
@@ -86,5 +87,3 @@ class Averager:
             out[k] = v.item() if v.ndim == 0 else v.tolist()
         self.sums, self.count = {}, 0
         return out
-
-

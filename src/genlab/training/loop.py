@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.distributed as dist
@@ -41,7 +41,16 @@ from ..errors import CheckpointError, ConfigError, DivergenceError, GenlabError
 from ..io import atomic_write_text
 from ..models import GenerativeModel, StepNoise, TrainSettings, build_model, dry_build, get_family
 from ..models.base import DiagnosedModel, StepContext, StepOutput
-from ..runs import CONFIG_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE, RunLock, claim_run_dir, default_run_dir, finished_steps
+from ..runs import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    SUMMARY_FILE,
+    RunLock,
+    claim_run_dir,
+    default_run_dir,
+    finished_steps,
+)
 from ..seeding import derive_seed, set_seed
 from .callbacks import Callback, default_callbacks
 from .logs import Averager, MetricsLog
@@ -73,10 +82,12 @@ def deferred_signals() -> Iterator[dict[str, int]]:
     """Turn SIGINT/SIGTERM into a flag so the loop can finish its step and checkpoint."""
     flag: dict[str, int] = {}
     if threading_main():
+
         def handler(signum, _frame):
             if "signal" in flag:  # a second Ctrl-C: the user does not want to wait for the checkpoint
                 raise KeyboardInterrupt
             flag["signal"] = signum
+
         old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield flag
@@ -119,8 +130,9 @@ class Plan:
     check_each_step: bool  # check loss and weights after every step, not only at log steps and saves
 
 
-def plan_run(cfg: TrainConfig, num_images: int, world_size: int, device: torch.device,
-             default_sample_every: int) -> Plan:
+def plan_run(
+    cfg: TrainConfig, num_images: int, world_size: int, device: torch.device, default_sample_every: int
+) -> Plan:
     """The run's :class:`Plan`; a batch that does not fit the processes or the data is a ConfigError."""
     global_batch = cfg.batch_size
     if global_batch % world_size:
@@ -197,8 +209,16 @@ class Progress:
 
 
 # -- the loop -------------------------------------------------------------------------------------
-def train(run: RunConfig, run_dir: Path | None = None, *, resume: bool = False, overwrite: bool = False,
-          quiet: bool = False, data: Dataset | None = None, heldout: Dataset | None = None) -> TrainResult:
+def train(
+    run: RunConfig,
+    run_dir: Path | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    quiet: bool = False,
+    data: Dataset | None = None,
+    heldout: Dataset | None = None,
+) -> TrainResult:
     """Train ``run`` into ``run_dir``; with ``resume`` continue from its newest checkpoint."""
     return Trainer(run, run_dir, resume=resume, overwrite=overwrite, quiet=quiet, data=data, heldout=heldout).fit()
 
@@ -212,15 +232,24 @@ class Trainer:
     ``device`` and :meth:`heldout_images`.
     """
 
-    def __init__(self, run: RunConfig, run_dir: Path | None = None, *, resume: bool = False,
-                 overwrite: bool = False, quiet: bool = False, data: Dataset | None = None,
-                 heldout: Dataset | None = None):
+    def __init__(
+        self,
+        run: RunConfig,
+        run_dir: Path | None = None,
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+        quiet: bool = False,
+        data: Dataset | None = None,
+        heldout: Dataset | None = None,
+    ):
         run.validate()
         self.run, self.cfg = run, run.train
         self.resume, self.overwrite, self.quiet = resume, overwrite, quiet
         cfg = self.cfg
-        self.d = init_distributed("cuda" if cfg.device.startswith("cuda") or
-                                  (cfg.device == "auto" and torch.cuda.is_available()) else "cpu")
+        self.d = init_distributed(
+            "cuda" if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
+        )
         self.device = resolve_device(cfg.device, self.d)
         if self.d.world_size > 1 and run_dir is None:
             raise ConfigError("multi-process training needs --out (all processes must share one run directory)")
@@ -238,18 +267,25 @@ class Trainer:
         self.data = data
         self.heldout = heldout if heldout is not None else _heldout(run, data)
         if tuple(data.images.shape[1:]) != image_shape:
-            raise ConfigError(f"the model is built for images {image_shape} (C, H, W; model.image_shape) but the "
-                              f"{run.data.dataset} images are {tuple(data.images.shape[1:])}: set model.image_shape "
-                              f"to {list(data.images.shape[1:])}")
+            raise ConfigError(
+                f"the model is built for images {image_shape} (C, H, W; model.image_shape) but the "
+                f"{run.data.dataset} images are {tuple(data.images.shape[1:])}: set model.image_shape "
+                f"to {list(data.images.shape[1:])}"
+            )
 
-        self.plan = plan_run(cfg, data.images.shape[0], self.d.world_size, self.device,
-                             get_family(run.family).default_sample_every)
+        self.plan = plan_run(
+            cfg, data.images.shape[0], self.d.world_size, self.device, get_family(run.family).default_sample_every
+        )
         # What a checkpoint must match to be continued by this run.
-        self.identity = {"config": run.to_dict(), "num_images": self.plan.num_images,
-                         "steps_per_epoch": self.plan.steps_per_epoch}
+        self.identity = {
+            "config": run.to_dict(),
+            "num_images": self.plan.num_images,
+            "steps_per_epoch": self.plan.steps_per_epoch,
+        }
         self.start_step = _check_same_run(self.latest, self.identity) if self.latest is not None else 0
-        self.progress = Progress(step=self.start_step, checked=self.start_step, last_logged=self.start_step,
-                                 last_saved=self.latest)
+        self.progress = Progress(
+            step=self.start_step, checked=self.start_step, last_logged=self.start_step, last_saved=self.latest
+        )
         self._parts: Parts | None = None  # built by fit(), once
 
     # -- what callbacks read ------------------------------------------------------------------------
@@ -311,12 +347,12 @@ class Trainer:
         if self.device.type == "cpu":
             keep_freed_memory()
         progress.resume_from(parts.resumed)
-        budget_spent = (plan.time_clock and plan.max_seconds is not None
-                        and progress.clock >= plan.max_seconds)
+        budget_spent = plan.time_clock and plan.max_seconds is not None and progress.clock >= plan.max_seconds
         if budget_spent and self.start_step == finished_steps(self.run_dir):
             parts.log.close()  # the decay already spent the whole budget: one more step would be at rate 0
-            return self._nothing_to_do(f"already trained for its {self.cfg.max_minutes} minutes (lr_clock=time)",
-                                       "a larger --max-minutes")
+            return self._nothing_to_do(
+                f"already trained for its {self.cfg.max_minutes} minutes (lr_clock=time)", "a larger --max-minutes"
+            )
         bar = _progress_bar(plan.total_steps, self.start_step, enabled=self.d.main and not self.quiet)
         try:
             self._loop(bar)
@@ -336,7 +372,7 @@ class Trainer:
         set_seed(cfg.seed)
         model = build_model(self.run.family, self.run.model).to(device)
         layout = model.memory_format
-        model = model.to(memory_format=layout)
+        model = model.to(memory_format=layout)  # type: ignore[call-overload]  # torch's stubs lack this overload
         settings = TrainSettings(lr=cfg.lr, grad_clip=cfg.grad_clip, skip_nonfinite=self.plan.skip_mode)
         optimizers = model.configure_optimizers(settings)
         # Each group's own rate (GANs: D's is lr * d_lr_mult), before a resume loads the last scheduled one.
@@ -354,10 +390,23 @@ class Trainer:
         real_images = _first(self.heldout.images, 1000).float().div(255).to(device)
         log = MetricsLog(self.run_dir, enabled=d.main, resume_step=self.start_step if self.resume else None)
         callbacks = default_callbacks(model, self.plan.sample_every)
-        return Parts(model=model, layout=layout, settings=settings, optimizers=optimizers, base_lrs=base_lrs,
-                     averager=averager, resumed=resumed, nets=nets, images=images, labels=labels,
-                     real_images=real_images, log=log, callbacks=callbacks,
-                     noise_gen=torch.Generator(device=device), params=_float_params(model))
+        return Parts(
+            model=model,
+            layout=layout,
+            settings=settings,
+            optimizers=optimizers,
+            base_lrs=base_lrs,
+            averager=averager,
+            resumed=resumed,
+            nets=nets,
+            images=images,
+            labels=labels,
+            real_images=real_images,
+            log=log,
+            callbacks=callbacks,
+            noise_gen=torch.Generator(device=device),
+            params=_float_params(model),
+        )
 
     def _loop(self, bar: tqdm) -> None:
         parts, plan, progress = self.parts, self.plan, self.progress
@@ -380,17 +429,24 @@ class Trainer:
                 if progress.step % plan.checkpoint_every == 0 or last or stop or out_of_time:
                     self._save()
                 if stop and not last:
-                    raise Interrupted(f"interrupted by signal {stop['signal']} at step {progress.step}; checkpoint "
-                                      f"saved. Continue with: genlab train --resume {self.run_dir}")
+                    raise Interrupted(
+                        f"interrupted by signal {stop['signal']} at step {progress.step}; checkpoint "
+                        f"saved. Continue with: genlab train --resume {self.run_dir}"
+                    )
                 if out_of_time:
                     if self.d.main and plan.time_clock:  # the planned end: the rate has decayed to its last value
                         if not self.quiet:
-                            print(f"{self.run_dir}: the {self.cfg.max_minutes}-minute budget the rate decayed over "
-                                  f"is spent at step {progress.step}", file=sys.stderr)
+                            print(
+                                f"{self.run_dir}: the {self.cfg.max_minutes}-minute budget the rate decayed over "
+                                f"is spent at step {progress.step}",
+                                file=sys.stderr,
+                            )
                     elif self.d.main:
-                        print(f"warning: stopped at step {progress.step} of {plan.total_steps}: --max-minutes "
-                              f"{self.cfg.max_minutes} reached; continue with: genlab train --resume {self.run_dir}",
-                              file=sys.stderr)
+                        print(
+                            f"warning: stopped at step {progress.step} of {plan.total_steps}: --max-minutes "
+                            f"{self.cfg.max_minutes} reached; continue with: genlab train --resume {self.run_dir}",
+                            file=sys.stderr,
+                        )
                     break
 
     def _batch(self, step: int) -> tuple[Tensor, Tensor]:
@@ -414,8 +470,7 @@ class Trainer:
         cfg = self.cfg
         x, y = self._batch(progress.step)
         if plan.scheduled:
-            spent = (progress.clock / plan.max_seconds if plan.time_clock and plan.max_seconds is not None
-                     else None)
+            spent = progress.clock / plan.max_seconds if plan.time_clock and plan.max_seconds is not None else None
             progress.lr_scale = lr_factor(cfg.lr_schedule, progress.step, plan.total_steps, cfg.warmup_steps, spent)
             self._set_lr(progress.lr_scale)
         parts.noise_gen.manual_seed(derive_seed(cfg.seed, "noise", progress.step))
@@ -463,11 +518,9 @@ class Trainer:
             parts.log.write(record)
             progress.last_logged = step
             bar.update(step - bar.n)
-            bar.set_postfix({k: f"{v:.4g}" for k, v in record.items()
-                             if k.startswith("loss") and isinstance(v, float)})
+            bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k.startswith("loss") and isinstance(v, float)})
         elif d.main and plan.sample_every and step % plan.sample_every == 0:
-            parts.log.write({"step": step, "epoch": round(step / plan.steps_per_epoch, 4),
-                             **self._progress(step)})
+            parts.log.write({"step": step, "epoch": round(step / plan.steps_per_epoch, 4), **self._progress(step)})
 
     def _progress(self, step: int) -> dict[str, float]:
         figures: dict[str, float] = {}
@@ -483,17 +536,27 @@ class Trainer:
         if self.d.main:
             parts, progress = self.parts, self.progress
             _check_weights(parts.model, progress.checked, progress.step, progress.last_saved)
-            state = {**_train_state(parts.optimizers, progress.step, self.plan.steps_per_epoch),
-                     "metrics": parts.averager.state(), "skipped": progress.skipped, "seconds": self._elapsed()}
-            progress.last_saved = ckpt.save_checkpoint(self.run_dir, progress.step, parts.model, state,
-                                                       keep=self.cfg.keep_checkpoints, meta=self.identity)
+            state = {
+                **_train_state(parts.optimizers, progress.step, self.plan.steps_per_epoch),
+                "metrics": parts.averager.state(),
+                "skipped": progress.skipped,
+                "seconds": self._elapsed(),
+            }
+            progress.last_saved = ckpt.save_checkpoint(
+                self.run_dir, progress.step, parts.model, state, keep=self.cfg.keep_checkpoints, meta=self.identity
+            )
 
     def _diverged(self, what: str) -> DivergenceError:
         last_saved = self.progress.last_saved
-        where = (f"the last good checkpoint is {last_saved}" if last_saved is not None
-                 else "no checkpoint had been written yet")
-        return DivergenceError(f"training diverged: {what}; nothing was saved after it and {where}. Start again "
-                               f"(--overwrite) with a lower --lr, --grad-clip, or --on-nonfinite skip")
+        where = (
+            f"the last good checkpoint is {last_saved}"
+            if last_saved is not None
+            else "no checkpoint had been written yet"
+        )
+        return DivergenceError(
+            f"training diverged: {what}; nothing was saved after it and {where}. Start again "
+            f"(--overwrite) with a lower --lr, --grad-clip, or --on-nonfinite skip"
+        )
 
     def _finish(self) -> TrainResult:
         progress = self.progress
@@ -507,8 +570,9 @@ class Trainer:
                 print(f"warning: {w}", file=sys.stderr)
         if self.d.world_size > 1:
             dist.barrier()
-        return TrainResult(self.run_dir, progress.step, progress.step / self.plan.steps_per_epoch, seconds, ips,
-                           summary)
+        return TrainResult(
+            self.run_dir, progress.step, progress.step / self.plan.steps_per_epoch, seconds, ips, summary
+        )
 
     def _write_outputs(self, seconds: float, images_per_second: float) -> dict[str, Any]:
         """Final weights, samples.png, loss.png, the callbacks' pictures and summary.json (main process).
@@ -521,13 +585,18 @@ class Trainer:
         model, run, run_dir = self.parts.model, self.run, self.run_dir
         step, skipped = self.progress.step, self.progress.skipped
         model.eval()
-        ckpt.save_tensors(run_dir / MODEL_FILE, model.state_dict(),
-                          metadata={"family": run.family, "preset": run.preset})
+        ckpt.save_tensors(
+            run_dir / MODEL_FILE, model.state_dict(), metadata={"family": run.family, "preset": run.preset}
+        )
         g = torch.Generator().manual_seed(derive_seed(run.train.seed, "samples"))
         save_grid(generate(model, 64, generator=g), run_dir / "samples.png", nrow=8)
         plot_losses(run_dir / METRICS_FILE, run_dir / "loss.png", title=f"{run.family} / {run.preset}")
-        summary: dict[str, Any] = {"steps": step, "seconds": round(seconds, 2),
-                                   "images_per_second": round(images_per_second, 1), "precision": self.plan.precision}
+        summary: dict[str, Any] = {
+            "steps": step,
+            "seconds": round(seconds, 2),
+            "images_per_second": round(images_per_second, 1),
+            "precision": self.plan.precision,
+        }
         if isinstance(model, DiagnosedModel):
             summary.update(model.diagnose(*self.heldout_images(5000)))
         summary.setdefault("warnings", [])
@@ -535,14 +604,12 @@ class Trainer:
             callback.on_train_end(self, summary)
         if skipped:
             summary["skipped_steps"] = skipped
-            summary["warnings"].append(f"{skipped} of {step} steps had a NaN/inf loss or gradient "
-                                       f"and were skipped")
+            summary["warnings"].append(f"{skipped} of {step} steps had a NaN/inf loss or gradient and were skipped")
         atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
         return summary
 
 
-def _agree_to_stop(stop: dict[str, int], out_of_time: bool, seconds: float,
-                   device: torch.device) -> tuple[bool, float]:
+def _agree_to_stop(stop: dict[str, int], out_of_time: bool, seconds: float, device: torch.device) -> tuple[bool, float]:
     """All-reduce (max) the stop flags so a signal or time-out seen by one process stops all,
     and the clock, so a time-based rate is the same in every process."""
     flags = torch.tensor([float(bool(stop)), float(out_of_time), seconds], dtype=torch.float64, device=device)
@@ -596,9 +663,11 @@ def _check_weights(model: torch.nn.Module, checked: int, step: int, last_saved: 
     if checked == step or _weights_finite(_float_params(model)):
         return
     where = f"the last good checkpoint is {last_saved}" if last_saved is not None else "no checkpoint was written"
-    raise DivergenceError(f"training diverged: the weights became NaN or inf between steps {checked + 1} and "
-                          f"{step}; nothing was saved after it and {where}. Start again (--overwrite) with a "
-                          f"lower --lr, --grad-clip, or --on-nonfinite skip")
+    raise DivergenceError(
+        f"training diverged: the weights became NaN or inf between steps {checked + 1} and "
+        f"{step}; nothing was saved after it and {where}. Start again (--overwrite) with a "
+        f"lower --lr, --grad-clip, or --on-nonfinite skip"
+    )
 
 
 def _update_config(run: RunConfig, path: Path) -> None:
@@ -625,12 +694,16 @@ def _check_same_run(path: Path, identity: dict[str, Any]) -> int:
         pass  # compared as written: the difference then names the key
     diff = config_differences(saved, identity["config"])
     if diff:
-        raise CheckpointError(f"{path} was written with other settings than {CONFIG_FILE} now holds: "
-                              f"{'; '.join(diff)}; resuming would not continue the same run (start a new one)")
+        raise CheckpointError(
+            f"{path} was written with other settings than {CONFIG_FILE} now holds: "
+            f"{'; '.join(diff)}; resuming would not continue the same run (start a new one)"
+        )
     for key, what in (("num_images", "images in the dataset"), ("steps_per_epoch", "steps per epoch")):
         if meta.get(key) != identity[key]:
-            raise CheckpointError(f"{path}: written for {meta.get(key)} {what}, this run has {identity[key]}; "
-                                  f"the data files changed since")
+            raise CheckpointError(
+                f"{path}: written for {meta.get(key)} {what}, this run has {identity[key]}; "
+                f"the data files changed since"
+            )
     return int(meta["step"])
 
 
@@ -656,24 +729,28 @@ def _wrap_networks(model: GenerativeModel, d: Dist, device: torch.device, compil
         ids = [device.index] if device.type == "cuda" else None
         nets = {k: DDP(v, device_ids=ids) for k, v in nets.items()}
     if compile_:
-        nets = {k: torch.compile(v) for k, v in nets.items()}
+        nets = {k: cast(torch.nn.Module, torch.compile(v)) for k, v in nets.items()}
     return nets
 
 
 def _train_state(optimizers: dict[str, torch.optim.Optimizer], step: int, steps_per_epoch: int) -> dict[str, Any]:
-    return {"epoch": step // steps_per_epoch,
-            "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
-            "rng": ckpt.rng_states()}
+    return {
+        "epoch": step // steps_per_epoch,
+        "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+        "rng": ckpt.rng_states(),
+    }
 
 
-def _restore(path: Path, model: GenerativeModel, optimizers: dict[str, torch.optim.Optimizer],
-             averager: Averager) -> dict[str, Any]:
+def _restore(
+    path: Path, model: GenerativeModel, optimizers: dict[str, torch.optim.Optimizer], averager: Averager
+) -> dict[str, Any]:
     """Load weights, optimiser and metric state; return the state (its RNGs are set by the caller)."""
     state = ckpt.load_checkpoint(path, model)
     saved = state.get("optimizers")
     if not isinstance(saved, dict) or set(saved) != set(optimizers):
-        raise CheckpointError(f"{path}: optimisers {sorted(saved or {})} do not match this model's "
-                              f"{sorted(optimizers)}")
+        raise CheckpointError(
+            f"{path}: optimisers {sorted(saved or {})} do not match this model's {sorted(optimizers)}"
+        )
     try:
         for k, opt in optimizers.items():
             opt.load_state_dict(saved[k])
@@ -704,5 +781,6 @@ def _match_param_layout(optimizer: torch.optim.Optimizer) -> None:
 def _progress_bar(total: int, initial: int, enabled: bool) -> tqdm:
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
-                disable=not (enabled and sys.stderr.isatty()))
+    return tqdm(
+        total=total, initial=initial, unit="step", dynamic_ncols=True, disable=not (enabled and sys.stderr.isatty())
+    )

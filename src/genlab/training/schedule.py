@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 
 
-def lr_factor(schedule: str, step: int, total_steps: int, warmup_steps: int = 0,
-              progress: float | None = None) -> float:
+def lr_factor(
+    schedule: str, step: int, total_steps: int, warmup_steps: int = 0, progress: float | None = None
+) -> float:
     """The multiple of ``train.lr`` used by optimiser step ``step`` (0-based) of ``total_steps``.
 
     A pure function of the step, so a resumed run follows the schedule exactly. ``cosine``
@@ -20,8 +21,7 @@ def lr_factor(schedule: str, step: int, total_steps: int, warmup_steps: int = 0,
     the warm-up still counts steps.
     """
     progress = min(step / max(total_steps, 1) if progress is None else progress, 1.0)
-    factor = {"constant": 1.0, "linear": 1.0 - progress,
-              "cosine": 0.5 * (1.0 + math.cos(math.pi * progress))}[schedule]
+    factor = {"constant": 1.0, "linear": 1.0 - progress, "cosine": 0.5 * (1.0 + math.cos(math.pi * progress))}[schedule]
     if warmup_steps:
         factor *= min(1.0, (step + 1) / warmup_steps)
     return factor

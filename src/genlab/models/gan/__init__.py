@@ -13,5 +13,17 @@ from .presets import CLI_FLAGS, PRESETS
 
 MODEL = GAN
 
-__all__ = ["CLI_FLAGS", "GAN", "GANConfig", "LOSSES", "MODEL", "PRESETS", "Discriminator", "Generator", "MinibatchStd",
-           "d_loss", "g_loss", "gradient_penalty"]
+__all__ = [
+    "CLI_FLAGS",
+    "GAN",
+    "GANConfig",
+    "LOSSES",
+    "MODEL",
+    "PRESETS",
+    "Discriminator",
+    "Generator",
+    "MinibatchStd",
+    "d_loss",
+    "g_loss",
+    "gradient_penalty",
+]

@@ -35,33 +35,47 @@ class GANConfig:
 
     def validate(self) -> None:
         require(self.arch in ("mlp", "dcgan"), f"model.arch must be 'mlp' or 'dcgan', got {self.arch!r}")
-        require(isinstance(self.latent_dim, int) and self.latent_dim >= 1,
-                f"model.latent_dim must be >= 1, got {self.latent_dim}")
+        require(
+            isinstance(self.latent_dim, int) and self.latent_dim >= 1,
+            f"model.latent_dim must be >= 1, got {self.latent_dim}",
+        )
         for name in ("g_hidden", "d_hidden"):
             widths = getattr(self, name)
-            require(len(widths) >= 1 and all(isinstance(h, int) and h >= 1 for h in widths),
-                    f"model.{name} must be a non-empty list of positive widths, got {list(widths)}")
+            require(
+                len(widths) >= 1 and all(isinstance(h, int) and h >= 1 for h in widths),
+                f"model.{name} must be a non-empty list of positive widths, got {list(widths)}",
+            )
         require(isinstance(self.width, int) and self.width >= 1, f"model.width must be >= 1, got {self.width}")
         require(self.loss in LOSSES, f"model.loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        require(math.isfinite(self.gp_weight) and self.gp_weight >= 0,
-                f"model.gp_weight must be >= 0, got {self.gp_weight}")
+        require(
+            math.isfinite(self.gp_weight) and self.gp_weight >= 0, f"model.gp_weight must be >= 0, got {self.gp_weight}"
+        )
         require(isinstance(self.d_steps, int) and self.d_steps >= 1, f"model.d_steps must be >= 1, got {self.d_steps}")
         require(self.init in ("dcgan", "default"), f"model.init must be 'dcgan' or 'default', got {self.init!r}")
         require(self.num_classes >= 2, "model.num_classes must be >= 2")
         require(self.label_embed_dim >= 1, "model.label_embed_dim must be >= 1")
-        require(0.0 <= self.ema_decay < 1.0,
-                f"model.ema_decay must be in [0, 1) (0 = off; 0.999 is typical), got {self.ema_decay}")
-        require(len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas),
-                f"model.betas must be two numbers in [0, 1), got {list(self.betas)}")
-        require(math.isfinite(self.d_lr_mult) and self.d_lr_mult > 0,
-                f"model.d_lr_mult must be > 0, got {self.d_lr_mult}")
+        require(
+            0.0 <= self.ema_decay < 1.0,
+            f"model.ema_decay must be in [0, 1) (0 = off; 0.999 is typical), got {self.ema_decay}",
+        )
+        require(
+            len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas),
+            f"model.betas must be two numbers in [0, 1), got {list(self.betas)}",
+        )
+        require(
+            math.isfinite(self.d_lr_mult) and self.d_lr_mult > 0, f"model.d_lr_mult must be > 0, got {self.d_lr_mult}"
+        )
         require(0.0 <= self.collapse_threshold < 1.0, "model.collapse_threshold must be in [0, 1)")
-        require(len(self.image_shape) == 3 and all(isinstance(s, int) and s >= 1 for s in self.image_shape),
-                f"model.image_shape must be (C, H, W), got {list(self.image_shape)}")
+        require(
+            len(self.image_shape) == 3 and all(isinstance(s, int) and s >= 1 for s in self.image_shape),
+            f"model.image_shape must be (C, H, W), got {list(self.image_shape)}",
+        )
         if self.arch == "dcgan":
             _, h, w = self.image_shape
-            require(h == w and h in (28, 32),
-                    f"DCGAN supports 28x28 and 32x32 images, got {h}x{w}; use arch='mlp' for other sizes")
+            require(
+                h == w and h in (28, 32),
+                f"DCGAN supports 28x28 and 32x32 images, got {h}x{w}; use arch='mlp' for other sizes",
+            )
 
     @property
     def d_batchnorm(self) -> bool:

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+
 def d_loss(real: Tensor, fake: Tensor, kind: str) -> Tensor:
     """Discriminator loss from logits D(x) (B,) and D(G(z)) (B,), without the gradient penalty."""
     if kind in ("ns", "minimax"):
@@ -48,8 +49,7 @@ def g_loss(fake: Tensor, kind: str) -> Tensor:
     raise ValueError(f"unknown GAN loss {kind!r}")
 
 
-def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor, eps: Tensor,
-                     y: Tensor | None = None) -> Tensor:
+def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor, eps: Tensor, y: Tensor | None = None) -> Tensor:
     """E[(||grad_x D(x_hat)||_2 - 1)^2] with x_hat = eps * real + (1 - eps) * fake (Gulrajani et al. 2017).
 
     ``eps`` (B,) ~ U[0, 1], one per sample. The result is differentiable in D's

@@ -63,7 +63,7 @@ class GAN(GenerativeModel):
         if config.init == "dcgan":
             _init_dcgan(self.generator)
             _init_dcgan(self.discriminator)
-        elif config.conditional:
+        elif self.discriminator.embed is not None:  # conditional
             nn.init.normal_(self.discriminator.embed.weight, 0.0, 0.02)  # N(0, 1) would swamp the head
         if config.spectral_norm:
             _apply_spectral_norm(self.discriminator)
@@ -82,16 +82,23 @@ class GAN(GenerativeModel):
         betas = tuple(self.config.betas)
         return {
             "generator": adam(self.generator.parameters(), lr=settings.lr, betas=betas),
-            "discriminator": adam(self.discriminator.parameters(),
-                                  lr=settings.lr * self.config.d_lr_mult, betas=betas),
+            "discriminator": adam(self.discriminator.parameters(), lr=settings.lr * self.config.d_lr_mult, betas=betas),
         }
 
-    def train_step(self, nets: Mapping[str, nn.Module], optimizers: Mapping[str, torch.optim.Optimizer],
-                   x: Tensor, y: Tensor, ctx: StepContext) -> dict[str, Tensor]:
+    def train_step(
+        self,
+        nets: Mapping[str, nn.Module],
+        optimizers: Mapping[str, torch.optim.Optimizer],
+        x: Tensor,
+        y: Tensor,
+        ctx: StepContext,
+    ) -> StepOutput:
         cfg = self.config
         if tuple(x.shape[1:]) != tuple(cfg.image_shape):
-            raise ConfigError(f"GAN configured for images {tuple(cfg.image_shape)} but the data are "
-                              f"{tuple(x.shape[1:])}; set model.image_shape to match")
+            raise ConfigError(
+                f"GAN configured for images {tuple(cfg.image_shape)} but the data are "
+                f"{tuple(x.shape[1:])}; set model.image_shape to match"
+            )
         G, D = nets["generator"], nets["discriminator"]
         b, dev = x.shape[0], x.device
         real = x * 2.0 - 1.0  # (B, C, H, W) in [-1, 1], G's range
@@ -124,8 +131,13 @@ class GAN(GenerativeModel):
 
         # D(x), D(G(z)) of the last D step: probabilities for the cross-entropy losses, raw scores otherwise
         squash = torch.sigmoid if cfg.loss in ("ns", "minimax") else (lambda t: t)
-        logs = {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(), "d_real": squash(r.detach()).mean(),
-                "d_fake": squash(f.detach()).mean(), **extra}
+        logs = {
+            "loss_d": loss_d.detach(),
+            "loss_g": loss_g.detach(),
+            "d_real": squash(r.detach()).mean(),
+            "d_fake": squash(f.detach()).mean(),
+            **extra,
+        }
         return StepOutput(loss=logs["loss_d"], logs=logs, applied=applied)
 
     # -- capabilities: EMA weights, a latent space ---------------------------------------------
@@ -165,8 +177,7 @@ class GAN(GenerativeModel):
             net.train(was_training)
 
     @torch.inference_mode()
-    def sample(self, n: int, labels: Tensor | None = None,
-               generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         return self.decode(self.sample_latent(n, generator), labels)
 
     @property

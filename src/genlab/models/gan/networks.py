@@ -8,6 +8,7 @@ from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from .config import GANConfig
 
+
 class MinibatchStd(nn.Module):
     """Karras et al. (2018) sec. 3: append the average feature std of a group of samples as one more feature.
 
@@ -58,7 +59,7 @@ class Generator(nn.Module):
             layers += [nn.Linear(widths[-1], c * h * w), nn.Unflatten(1, (c, h, w))]
         else:
             start, n_up = _dcgan_sizes(cfg.image_shape)
-            chans = [cfg.width * 2 ** i for i in reversed(range(n_up))]  # 28: [2w, w]; 32: [4w, 2w, w]
+            chans = [cfg.width * 2**i for i in reversed(range(n_up))]  # 28: [2w, w]; 32: [4w, 2w, w]
             layers.append(nn.Unflatten(1, (d_in, 1, 1)))
             # a (start x start) transposed conv on a 1x1 input is DCGAN's "project and reshape"
             layers.append(nn.ConvTranspose2d(d_in, chans[0], start, 1, 0, bias=not cfg.batchnorm))
@@ -103,7 +104,7 @@ class Discriminator(nn.Module):
             n_feat = widths[-1] + int(cfg.minibatch_std)
         else:
             start, n_down = _dcgan_sizes(cfg.image_shape)
-            chans = [c, *(cfg.width * 2 ** i for i in range(n_down))]  # 28: [c, w, 2w]; 32: [c, w, 2w, 4w]
+            chans = [c, *(cfg.width * 2**i for i in range(n_down))]  # 28: [c, w, 2w]; 32: [c, w, 2w, 4w]
             for i, (a, b) in enumerate(zip(chans[:-1], chans[1:])):
                 layers.append(nn.Conv2d(a, b, 4, 2, 1, bias=not (bn and i > 0)))
                 if bn and i > 0:
@@ -132,8 +133,9 @@ def _init_dcgan(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)):
             nn.init.normal_(m.weight, 0.0, 0.02)
-            if getattr(m, "bias", None) is not None:
-                nn.init.zeros_(m.bias)
+            bias = getattr(m, "bias", None)  # nn.Embedding has none
+            if isinstance(bias, torch.Tensor):
+                nn.init.zeros_(bias)
         elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)

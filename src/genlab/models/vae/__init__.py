@@ -14,5 +14,18 @@ from .presets import CLI_FLAGS, PRESETS
 
 MODEL = VAE
 
-__all__ = ["CLI_FLAGS", "LIKELIHOODS", "MODEL", "PRESETS", "PRIORS", "VAE", "IAFStep", "VAEConfig", "active_units",
-           "kl_divergence", "log_importance_weights", "posterior_means", "reparameterize"]
+__all__ = [
+    "CLI_FLAGS",
+    "LIKELIHOODS",
+    "MODEL",
+    "PRESETS",
+    "PRIORS",
+    "VAE",
+    "IAFStep",
+    "VAEConfig",
+    "active_units",
+    "kl_divergence",
+    "log_importance_weights",
+    "posterior_means",
+    "reparameterize",
+]

@@ -12,7 +12,6 @@ ACTIVATIONS = ("relu", "silu")
 PRIORS = ("normal", "vamp")
 
 
-
 @dataclass
 class VAEConfig:
     arch: str = "mlp"  # "mlp" (dense layers) or "conv" (stride-2 convs / transposed convs)
@@ -41,50 +40,86 @@ class VAEConfig:
 
     def validate(self) -> None:
         require(self.arch in ("mlp", "conv"), f"model.arch must be 'mlp' or 'conv', got {self.arch!r}")
-        require(self.activation in ACTIVATIONS,
-                f"model.activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
-        require(self.encoder_arch in ("same", "mlp", "conv"),
-                f"model.encoder_arch must be 'same', 'mlp' or 'conv', got {self.encoder_arch!r}")
-        require(len(self.hidden) >= 1 and all(isinstance(h, int) and h >= 1 for h in self.hidden),
-                f"model.hidden must be a non-empty list of positive widths, got {list(self.hidden)}")
-        require(len(self.conv_channels) >= 1 and all(c >= 1 for c in self.conv_channels),
-                "model.conv_channels must be positive")
-        require(all(isinstance(h, int) and h >= 1 for h in self.conv_dense),
-                f"model.conv_dense must be a list of positive widths, got {list(self.conv_dense)}")
-        require(isinstance(self.latent_dim, int) and self.latent_dim >= 1,
-                f"model.latent_dim must be >= 1, got {self.latent_dim}")
-        require(self.likelihood in LIKELIHOODS,
-                f"model.likelihood must be one of {', '.join(LIKELIHOODS)}, got {self.likelihood!r}")
-        require(self.recon_reduction in ("sum", "mean"),
-                f"model.recon_reduction must be 'sum' or 'mean', got {self.recon_reduction!r}")
+        require(
+            self.activation in ACTIVATIONS,
+            f"model.activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}",
+        )
+        require(
+            self.encoder_arch in ("same", "mlp", "conv"),
+            f"model.encoder_arch must be 'same', 'mlp' or 'conv', got {self.encoder_arch!r}",
+        )
+        require(
+            len(self.hidden) >= 1 and all(isinstance(h, int) and h >= 1 for h in self.hidden),
+            f"model.hidden must be a non-empty list of positive widths, got {list(self.hidden)}",
+        )
+        require(
+            len(self.conv_channels) >= 1 and all(c >= 1 for c in self.conv_channels),
+            "model.conv_channels must be positive",
+        )
+        require(
+            all(isinstance(h, int) and h >= 1 for h in self.conv_dense),
+            f"model.conv_dense must be a list of positive widths, got {list(self.conv_dense)}",
+        )
+        require(
+            isinstance(self.latent_dim, int) and self.latent_dim >= 1,
+            f"model.latent_dim must be >= 1, got {self.latent_dim}",
+        )
+        require(
+            self.likelihood in LIKELIHOODS,
+            f"model.likelihood must be one of {', '.join(LIKELIHOODS)}, got {self.likelihood!r}",
+        )
+        require(
+            self.recon_reduction in ("sum", "mean"),
+            f"model.recon_reduction must be 'sum' or 'mean', got {self.recon_reduction!r}",
+        )
         require(math.isfinite(self.beta) and self.beta >= 0, f"model.beta must be >= 0, got {self.beta}")
         require(self.kl_warmup_steps >= 0, "model.kl_warmup_steps must be >= 0")
-        require(isinstance(self.iw_samples, int) and self.iw_samples >= 1,
-                f"model.iw_samples must be an integer >= 1, got {self.iw_samples}")
-        require(self.iw_samples == 1 or (self.beta == 1 and self.kl_warmup_steps == 0
-                                         and self.recon_reduction == "sum"),
-                "model.iw_samples > 1 trains the IWAE bound on log p(x), which has no KL weight: it needs "
-                "beta = 1, kl_warmup_steps = 0 and recon_reduction = sum")
+        require(
+            isinstance(self.iw_samples, int) and self.iw_samples >= 1,
+            f"model.iw_samples must be an integer >= 1, got {self.iw_samples}",
+        )
+        require(
+            self.iw_samples == 1 or (self.beta == 1 and self.kl_warmup_steps == 0 and self.recon_reduction == "sum"),
+            "model.iw_samples > 1 trains the IWAE bound on log p(x), which has no KL weight: it needs "
+            "beta = 1, kl_warmup_steps = 0 and recon_reduction = sum",
+        )
         require(self.prior in PRIORS, f"model.prior must be one of {', '.join(PRIORS)}, got {self.prior!r}")
-        require(isinstance(self.pseudo_inputs, int) and self.pseudo_inputs >= 1,
-                f"model.pseudo_inputs must be an integer >= 1, got {self.pseudo_inputs}")
-        require(self.prior == "normal" or not self.conditional,
-                "model.prior = vamp needs unconditional pseudo-inputs: it cannot be combined with conditional = true")
-        require(isinstance(self.top_latent_dim, int) and self.top_latent_dim >= 0,
-                f"model.top_latent_dim must be an integer >= 0 (0 = one stochastic layer), got {self.top_latent_dim}")
-        require(isinstance(self.top_hidden, int) and self.top_hidden >= 1,
-                f"model.top_hidden must be an integer >= 1, got {self.top_hidden}")
-        require(isinstance(self.flow_steps, int) and self.flow_steps >= 0,
-                f"model.flow_steps must be an integer >= 0 (0 = a diagonal Gaussian posterior), got {self.flow_steps}")
-        require(isinstance(self.flow_hidden, int) and self.flow_hidden >= 1,
-                f"model.flow_hidden must be an integer >= 1, got {self.flow_hidden}")
-        require(self.flow_steps == 0 or self.top_latent_dim == 0,
-                "model.flow_steps > 0 (an IAF posterior) cannot be combined with top_latent_dim > 0 (two layers): "
-                "set model.flow_steps=0 for a two-layer model (the vamp preset has 2)")
+        require(
+            isinstance(self.pseudo_inputs, int) and self.pseudo_inputs >= 1,
+            f"model.pseudo_inputs must be an integer >= 1, got {self.pseudo_inputs}",
+        )
+        require(
+            self.prior == "normal" or not self.conditional,
+            "model.prior = vamp needs unconditional pseudo-inputs: it cannot be combined with conditional = true",
+        )
+        require(
+            isinstance(self.top_latent_dim, int) and self.top_latent_dim >= 0,
+            f"model.top_latent_dim must be an integer >= 0 (0 = one stochastic layer), got {self.top_latent_dim}",
+        )
+        require(
+            isinstance(self.top_hidden, int) and self.top_hidden >= 1,
+            f"model.top_hidden must be an integer >= 1, got {self.top_hidden}",
+        )
+        require(
+            isinstance(self.flow_steps, int) and self.flow_steps >= 0,
+            f"model.flow_steps must be an integer >= 0 (0 = a diagonal Gaussian posterior), got {self.flow_steps}",
+        )
+        require(
+            isinstance(self.flow_hidden, int) and self.flow_hidden >= 1,
+            f"model.flow_hidden must be an integer >= 1, got {self.flow_hidden}",
+        )
+        require(
+            self.flow_steps == 0 or self.top_latent_dim == 0,
+            "model.flow_steps > 0 (an IAF posterior) cannot be combined with top_latent_dim > 0 (two layers): "
+            "set model.flow_steps=0 for a two-layer model (the vamp preset has 2)",
+        )
         require(self.num_classes >= 2, "model.num_classes must be >= 2")
-        require(len(self.image_shape) == 3 and all(s >= 1 for s in self.image_shape),
-                "model.image_shape must be (C, H, W)")
+        require(
+            len(self.image_shape) == 3 and all(s >= 1 for s in self.image_shape), "model.image_shape must be (C, H, W)"
+        )
         if "conv" in (self.arch, self.encoder_arch):
             h = self.image_shape[1]
-            require(h % (2 ** len(self.conv_channels)) == 0,
-                    f"conv VAE: image height {h} must be divisible by 2^{len(self.conv_channels)}")
+            require(
+                h % (2 ** len(self.conv_channels)) == 0,
+                f"conv VAE: image height {h} must be divisible by 2^{len(self.conv_channels)}",
+            )

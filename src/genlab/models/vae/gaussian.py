@@ -21,8 +21,9 @@ def reparameterize(mu: Tensor, log_var: Tensor, eps: Tensor) -> Tensor:
     return mu + torch.exp(0.5 * log_var) * eps
 
 
-def log_importance_weights(model, x: Tensor, y: Tensor | None, mu: Tensor, log_var: Tensor,
-                           eps: Tensor) -> tuple[Tensor, Tensor]:
+def log_importance_weights(
+    model, x: Tensor, y: Tensor | None, mu: Tensor | None, log_var: Tensor | None, eps: Tensor
+) -> tuple[Tensor, Tensor]:
     """log w = log p(x|z) + log p(z) - log q(z|x) for z = mu + sigma * eps, with eps (S, B, D).
 
     Returns (log w, log p(x|z)), each (S, B). ``model`` needs only ``log_likelihood(x, z, y)``.
@@ -33,6 +34,7 @@ def log_importance_weights(model, x: Tensor, y: Tensor | None, mu: Tensor, log_v
         z, log_ratio = model.sample_posterior(x, y, eps)
         log_px_z = model.log_likelihood(x, z, y)
         return log_px_z + log_ratio, log_px_z
+    assert mu is not None and log_var is not None  # a diagonal posterior's statistics
     z = reparameterize(mu, log_var, eps)
     log_px_z = model.log_likelihood(x, z, y)
     return log_px_z + log_prior_over_posterior(model, z, eps, log_var), log_px_z
@@ -55,7 +57,10 @@ def log_normal_diag(z: Tensor, mu: Tensor, log_var: Tensor) -> Tensor:
     return -0.5 * (LOG_2PI + log_var + (z - mu).pow(2) * torch.exp(-log_var)).sum(-1)
 
 
-def one_hot(y: Tensor, num_classes: int, dtype: torch.dtype) -> Tensor:
+def one_hot(y: Tensor | None, num_classes: int, dtype: torch.dtype) -> Tensor:
+    """Labels (B,) as one-hot rows (B, num_classes) of ``dtype``; a conditional model without labels is a bug."""
+    if y is None:
+        raise ValueError("a conditional VAE needs labels")
     return F.one_hot(y, num_classes).to(dtype)
 
 

@@ -42,8 +42,9 @@ DEFAULT_ROWS = 50_000  # draws x images decoded at once: ~160 MB of 784-pixel lo
 
 
 @torch.inference_mode()
-def batch_bounds(model, x: Tensor, y: Tensor | None, *, k: int, chunk: int,
-                 generator: torch.Generator) -> dict[str, Tensor]:
+def batch_bounds(
+    model, x: Tensor, y: Tensor | None, *, k: int, chunk: int, generator: torch.Generator
+) -> dict[str, Tensor]:
     """L_k(x), the ELBO and its KL term for one batch, in one pass over the k draws; each (B,) float64 on the CPU.
 
     ``x`` (B, C, H, W) and ``y`` are on the model's device; the draws eps ~ N(0, I), ``chunk`` at
@@ -78,8 +79,16 @@ def batch_bounds(model, x: Tensor, y: Tensor | None, *, k: int, chunk: int,
 
 
 @torch.inference_mode()
-def bounds(model, images: Tensor, labels: Tensor | None = None, *, k: int = 5000, batch_size: int = 100,
-           chunk: int | None = None, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+def bounds(
+    model,
+    images: Tensor,
+    labels: Tensor | None = None,
+    *,
+    k: int = 5000,
+    batch_size: int = 100,
+    chunk: int | None = None,
+    generator: torch.Generator | None = None,
+) -> dict[str, Tensor]:
     """Per-image IWAE bound ``"bound"``, ``"elbo"`` and ``"kl"`` (see :func:`batch_bounds`), (N,) float64 on the CPU.
 
     ``images`` are (N, C, H, W), float in [0, 1] or uint8, on any device; binarise them first for a
@@ -117,9 +126,16 @@ def _device_of(model) -> torch.device:
         return torch.device("cpu")
 
 
-def importance_weighted_bound(model, images: Tensor, labels: Tensor | None = None, *, k: int = 5000,
-                              batch_size: int = 100, chunk: int | None = None,
-                              generator: torch.Generator | None = None) -> Tensor:
+def importance_weighted_bound(
+    model,
+    images: Tensor,
+    labels: Tensor | None = None,
+    *,
+    k: int = 5000,
+    batch_size: int = 100,
+    chunk: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """Per-image IWAE estimates L_k(x) of log p(x) in nats, (N,) float64 on the CPU.
 
     Arguments as :func:`bounds`.
@@ -127,8 +143,16 @@ def importance_weighted_bound(model, images: Tensor, labels: Tensor | None = Non
     return bounds(model, images, labels, k=k, batch_size=batch_size, chunk=chunk, generator=generator)["bound"]
 
 
-def elbo(model, images: Tensor, labels: Tensor | None = None, *, k: int = 1, batch_size: int = 100,
-         chunk: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+def elbo(
+    model,
+    images: Tensor,
+    labels: Tensor | None = None,
+    *,
+    k: int = 1,
+    batch_size: int = 100,
+    chunk: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """Per-image ELBO E_q[log p(x|z)] - KL(q(z|x) || p(z)) in nats, (N,) float64 on the CPU.
 
     For the N(0, I) prior the KL is exact and the reconstruction term is averaged over ``k``

@@ -74,8 +74,10 @@ class FixedGaussian(Likelihood):
         self.n_pixels = n_pixels
         self.variance = 0.5 * (n_pixels if reduction == "mean" else 1)
         self.pixel_variance = self.variance
-        self.words = (f"gaussian (fixed variance {self.variance:g} implied by the {reduction} of "
-                      f"squared errors; density on continuous pixels)")
+        self.words = (
+            f"gaussian (fixed variance {self.variance:g} implied by the {reduction} of "
+            f"squared errors; density on continuous pixels)"
+        )
 
     def pixel_loss(self, x: Tensor, logits: Tensor) -> Tensor:
         """The squared error, without the Gaussian's constant (the tutorial's loss)."""
@@ -84,14 +86,15 @@ class FixedGaussian(Likelihood):
     def log_prob(self, x: Tensor, logits: Tensor) -> Tensor:
         """-(sum_i (sigmoid(l_i) - x_i)^2 / (2 sigma^2) + P/2 log(2 pi sigma^2))."""
         var = self.variance
-        return -((torch.sigmoid(logits) - x).pow(2).sum(-1) / (2 * var)
-                 + 0.5 * self.n_pixels * math.log(2 * math.pi * var))
+        return -(
+            (torch.sigmoid(logits) - x).pow(2).sum(-1) / (2 * var) + 0.5 * self.n_pixels * math.log(2 * math.pi * var)
+        )
 
 
 class LearnedGaussian(Likelihood):
     """``gaussian``: a learned log-scale s_i per pixel,
 
-        -log p(x|z) = sum_i 1/2 log(2 pi) + s_i + 1/2 ((x_i - sigmoid(l_i)) / exp(s_i))^2.
+    -log p(x|z) = sum_i 1/2 log(2 pi) + s_i + 1/2 ((x_i - sigmoid(l_i)) / exp(s_i))^2.
     """
 
     words = "gaussian (learned per-pixel scale; density on continuous pixels)"

@@ -42,8 +42,16 @@ from torch import Tensor, nn
 
 from ..base import GenerativeModel, StepContext, StepOutput, TrainSettings, adam, optimize
 from .config import VAEConfig
-from .gaussian import (active_units, kl_divergence, log_importance_weights, log_normal_diag, log_prior_over_posterior,
-                       log_standard_draw, one_hot, reparameterize)
+from .gaussian import (
+    active_units,
+    kl_divergence,
+    log_importance_weights,
+    log_normal_diag,
+    log_prior_over_posterior,
+    log_standard_draw,
+    one_hot,
+    reparameterize,
+)
 from .likelihood import bounds
 from .likelihoods import make_likelihood
 from .networks import ACTIVATIONS, IAFStep, _dense_act, _mlp
@@ -77,8 +85,10 @@ class VAE(GenerativeModel):
             self.decoder = _mlp([d + cond, *reversed(widths), self.n_pixels], act)
         else:
             dense = self._conv_dense
-            dec: list[nn.Module] = [*_dense_act([d + cond, *reversed(dense)], act),
-                                    nn.Unflatten(1, (config.conv_channels[-1], *self.feat_hw))]
+            dec: list[nn.Module] = [
+                *_dense_act([d + cond, *reversed(dense)], act),
+                nn.Unflatten(1, (config.conv_channels[-1], *self.feat_hw)),
+            ]
             rev = [*reversed(config.conv_channels), c]
             for i, (a, b) in enumerate(zip(rev[:-1], rev[1:])):
                 dec.append(nn.ConvTranspose2d(a, b, 4, stride=2, padding=1))
@@ -94,8 +104,10 @@ class VAE(GenerativeModel):
             self.bottom_prior = nn.Sequential(nn.Linear(top, width), act(), nn.Linear(width, 2 * low))
         if config.flow_steps:
             self.flow_context = nn.Linear(feat, config.latent_dim)  # h, the flow's view of the image
-            self.flow = nn.ModuleList(IAFStep(config.latent_dim, config.flow_hidden, config.latent_dim, i % 2 == 1)
-                                      for i in range(config.flow_steps))
+            self.flow = nn.ModuleList(
+                IAFStep(config.latent_dim, config.flow_hidden, config.latent_dim, i % 2 == 1)
+                for i in range(config.flow_steps)
+            )
         # The likelihood's and the prior's parameters live on the VAE itself, so that their state_dict keys
         # stay "log_scale" and "pseudo" (checkpoints of earlier runs load); the part objects read them through
         # a partial and a bound method (not lambdas), which deepcopy and pickle point at the copy.
@@ -160,10 +172,11 @@ class VAE(GenerativeModel):
     def _flow(self, z: Tensor, features: Tensor) -> tuple[Tensor, Tensor]:
         """z pushed through the IAF steps, and the summed log|det| of their Jacobians (float32)."""
         h = self.flow_context(features)
-        log_det = 0.0
+        log_det: Tensor | float = 0.0
         for step in self.flow:
             z, ld = step(z, h)
             log_det = log_det + ld
+        assert isinstance(log_det, Tensor)  # flow_steps >= 1 whenever there is a flow
         return z, log_det
 
     def _bottom_posterior(self, from_x: Tensor, z2: Tensor) -> tuple[Tensor, Tensor]:
@@ -282,25 +295,31 @@ class VAE(GenerativeModel):
         averaged over the batch; ``recon`` is then averaged over the k draws, and ``kl`` is the
         closed form, logged for monitoring only.
         """
-        mu, log_var = (None, None) if self.structured_posterior else self.encode(x, y)
+        # (mu, log_var) of a diagonal q(z|x); None when the posterior is structured (IAF, two layers)
+        diag = None if self.structured_posterior else self.encode(x, y)
         if eps.dim() == 3:
+            mu, log_var = diag if diag is not None else (None, None)
             log_w, log_px_z = log_importance_weights(self, x, y, mu, log_var, eps)
             bound = torch.logsumexp(log_w, dim=0) - math.log(eps.shape[0])
             if not self.prior_is_standard_normal:
                 kl = (log_px_z - log_w).mean()  # E_q[log q(z|x) - log p(z)] over the k draws
                 return {"loss": -bound.mean(), "recon": -log_px_z.mean(), "kl": kl}
-            kl_dims = kl_divergence(mu, log_var).mean(0)
+            assert diag is not None  # a standard-normal prior goes with a diagonal posterior
+            kl_dims = kl_divergence(*diag).mean(0)
             return {"loss": -bound.mean(), "recon": -log_px_z.mean(), "kl": kl_dims.sum(), "kl_per_dim": kl_dims}
-        if self.structured_posterior:
+        if diag is None:
             z, log_ratio = self.sample_posterior(x, y, eps)
         else:
-            z = reparameterize(mu, log_var, eps)
+            z = reparameterize(*diag, eps)
         recon = self.reconstruction_nll(x, self.decode_logits(z, y)).mean()
         beta = self.config.beta if beta is None else beta
         if not self.prior_is_standard_normal:  # no closed form: the one-draw estimate of KL(q || p)
-            kl = -(log_ratio if self.structured_posterior else log_prior_over_posterior(self, z, eps, log_var)).mean()
+            if diag is not None:  # after the decoder, as always: autograd sums gradients in graph order
+                log_ratio = log_prior_over_posterior(self, z, eps, diag[1])
+            kl = -log_ratio.mean()
             return {"loss": recon + beta * kl, "recon": recon, "kl": kl}
-        kl_dims = kl_divergence(mu, log_var).mean(0)  # (D,), averaged over the batch
+        assert diag is not None
+        kl_dims = kl_divergence(*diag).mean(0)  # (D,), averaged over the batch
         kl = kl_dims.sum()
         return {"loss": recon + beta * kl, "recon": recon, "kl": kl, "kl_per_dim": kl_dims}
 
@@ -318,8 +337,14 @@ class VAE(GenerativeModel):
             return cfg.beta
         return cfg.beta * min(1.0, step / cfg.kl_warmup_steps)
 
-    def train_step(self, nets: Mapping[str, nn.Module], optimizers: Mapping[str, torch.optim.Optimizer],
-                   x: Tensor, y: Tensor, ctx: StepContext) -> StepOutput:
+    def train_step(
+        self,
+        nets: Mapping[str, nn.Module],
+        optimizers: Mapping[str, torch.optim.Optimizer],
+        x: Tensor,
+        y: Tensor,
+        ctx: StepContext,
+    ) -> StepOutput:
         if self.config.binarize:
             x = (ctx.noise.rand(x.shape[0], *x.shape[1:], device=x.device) < x).to(x.dtype)
         draws, d = self.config.iw_samples, self.z_dim
@@ -337,9 +362,12 @@ class VAE(GenerativeModel):
         images, labels = images[:5000], labels[:5000]
         mu, log_var = posterior_means(self, images, labels)
         n_active, unit_var = active_units(mu)
-        summary: dict[str, Any] = {"active_units": n_active, "latent_dim": self.z_dim,
-                                   "posterior_mean_variance": [round(float(v), 5) for v in unit_var],
-                                   "warnings": []}
+        summary: dict[str, Any] = {
+            "active_units": n_active,
+            "latent_dim": self.z_dim,
+            "posterior_mean_variance": [round(float(v), 5) for v in unit_var],
+            "warnings": [],
+        }
         per_unit = f"variance of posterior means per unit {', '.join(f'{v:.3g}' for v in unit_var[:8].tolist())}"
         if self.prior_is_standard_normal:  # KL(q || N(0, 1)) per unit; a VampPrior's KL does not split by unit
             kl_dims = kl_divergence(mu, log_var).mean(0)
@@ -349,9 +377,13 @@ class VAE(GenerativeModel):
             summary["warnings"].append(
                 f"posterior collapse: 0 of {self.z_dim} latent units are active ({per_unit}); "
                 f"samples will all look alike. "
-                + ("The listing's MSE is a mean over pixels while its KL is a sum, so the KL weighs ~784x "
-                   "too much: try --recon-reduction sum (preset seed-sum)." if self.config.recon_reduction == "mean"
-                   else "Lower --beta or use KL warm-up."))
+                + (
+                    "The listing's MSE is a mean over pixels while its KL is a sum, so the KL weighs ~784x "
+                    "too much: try --recon-reduction sum (preset seed-sum)."
+                    if self.config.recon_reduction == "mean"
+                    else "Lower --beta or use KL warm-up."
+                )
+            )
         return summary
 
     # -- capabilities: a latent space with an encoder ------------------------------------------------
@@ -384,8 +416,15 @@ class VAE(GenerativeModel):
         """``"binary"``: Bernoulli pixels, evaluated on binarised images; else a density on [0, 1] pixels."""
         return self.likelihood.data
 
-    def likelihood_report(self, x: Tensor, labels: Tensor | None = None, *, k: int,
-                          generator: torch.Generator | None = None, chunk: int | None = None) -> dict[str, Tensor]:
+    def likelihood_report(
+        self,
+        x: Tensor,
+        labels: Tensor | None = None,
+        *,
+        k: int,
+        generator: torch.Generator | None = None,
+        chunk: int | None = None,
+    ) -> dict[str, Tensor]:
         """Per image (B,), float64 on the CPU: the IWAE bound L_k(x) (``"bound"``), the ``"elbo"`` and its
         ``"kl"`` term KL(q(z|x) || p(z)), from k draws of ``generator`` (see :mod:`.likelihood`)."""
         return bounds(self, x, labels, k=k, batch_size=max(1, x.shape[0]), chunk=chunk, generator=generator)
@@ -403,8 +442,7 @@ class VAE(GenerativeModel):
         return summary
 
     @torch.inference_mode()
-    def sample(self, n: int, labels: Tensor | None = None,
-               generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         z = self.sample_prior(n, generator)
         y = None
         if self.config.conditional:
@@ -414,8 +452,9 @@ class VAE(GenerativeModel):
 
 
 @torch.inference_mode()
-def posterior_means(model: VAE, images: Tensor, labels: Tensor | None = None,
-                    batch_size: int = 1000) -> tuple[Tensor, Tensor]:
+def posterior_means(
+    model: VAE, images: Tensor, labels: Tensor | None = None, batch_size: int = 1000
+) -> tuple[Tensor, Tensor]:
     """(mu, log_var) of q(z|x) for float images, batched."""
     mus, lvs = [], []
     for i in range(0, images.shape[0], batch_size):

@@ -29,6 +29,7 @@ class MaskedLinear(nn.Linear):
 
     def __init__(self, mask: Tensor):
         super().__init__(mask.shape[1], mask.shape[0])
+        self.mask: Tensor
         self.register_buffer("mask", mask.float(), persistent=False)  # rebuilt from the config, never stored
 
     def forward(self, x: Tensor) -> Tensor:
