@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import pickle
 import random
+import signal
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -210,3 +213,109 @@ def test_damaged_state_json(tmp_path, content):
 def test_damaged_rng_state():
     with pytest.raises(CheckpointError, match="random"):
         ckpt.set_rng_states({"torch": torch.zeros(3, dtype=torch.uint8), "numpy": [], "python": []})
+
+
+# -- reading: regular files only, never blocking, measured before read -------------------------------------
+@contextlib.contextmanager
+def deadline(seconds: float):
+    """Fail instead of hanging: a read that blocks (a FIFO opened without O_NONBLOCK) is interrupted."""
+
+    def expired(signum, frame):
+        raise TimeoutError(f"blocked for {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def header(entries) -> bytes:
+    """The length and JSON header of a safetensors file describing ``entries`` (their data not included)."""
+    text = json.dumps(entries).encode()
+    return struct.pack("<Q", len(text)) + text
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "state.safetensors", "state.json"])
+def test_a_fifo_in_a_checkpoint_is_refused_at_once(tmp_path, name):
+    path = ckpt.save_checkpoint(tmp_path, 1, tiny(), {"a": torch.ones(1)}, keep=1)
+    (path / name).unlink()
+    os.mkfifo(path / name)  # no writer: a blocking open or read would wait forever
+    with (
+        deadline(10),
+        pytest.raises(CheckpointError, match=f"{name}: cannot read the checkpoint file: it is a named pipe"),
+    ):
+        ckpt.load_checkpoint(path, tiny())
+
+
+def test_a_directory_or_device_is_not_a_weights_file(tmp_path):
+    (tmp_path / "model.safetensors").mkdir()
+    with pytest.raises(CheckpointError, match="is a directory"):
+        ckpt.load_tensors(tmp_path / "model.safetensors")
+    with deadline(10), pytest.raises(CheckpointError, match="is a character device"):
+        ckpt.load_tensors(Path("/dev/zero"))  # endless: reading it whole would never finish
+
+
+def test_a_sparse_40_gb_weights_file_is_refused_unread(tmp_path):
+    path = tmp_path / "model.safetensors"
+    ckpt.save_tensors(path, tiny().state_dict())
+    os.truncate(path, 40 * 2**30)  # the real file, then 40 GB of holes: costs no disk, reading it would
+    with deadline(10), pytest.raises(CheckpointError, match="header accounts for"):
+        ckpt.load_tensors(path)
+    zeros = tmp_path / "zeros.safetensors"
+    zeros.touch()
+    os.truncate(zeros, 40 * 2**30)
+    with deadline(10), pytest.raises(CheckpointError, match="not a valid safetensors file"):
+        ckpt.load_tensors(zeros)
+
+
+def test_weights_declaring_more_than_the_model_or_the_machine_are_refused_unread(tmp_path):
+    path = tmp_path / "model.safetensors"
+    big = 100_000 * 100_000 * 4  # 40 GB of float32, declared by the header and present (as holes)
+    path.write_bytes(header({"0.weight": {"dtype": "F32", "shape": [100_000, 100_000], "data_offsets": [0, big]}}))
+    os.truncate(path, path.stat().st_size + big)
+    with deadline(10), pytest.raises(CheckpointError, match=r"0\.weight: file \(100000, 100000\) vs model \(4, 3\)"):
+        ckpt.load_tensors(path, expect=tiny())  # checked against the model from the header alone
+    huge = 4 * 2**40  # 4 TiB: more than any machine that runs this has
+    path.write_bytes(header({"w": {"dtype": "U8", "shape": [huge], "data_offsets": [0, huge]}}))
+    os.truncate(path, path.stat().st_size + huge)
+    with deadline(10), pytest.raises(CheckpointError, match="more than this machine's memory"):
+        ckpt.load_tensors(path)
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (struct.pack("<Q", 2**40) + b"{}", "a header of 1,099,511,627,776 bytes"),
+        (struct.pack("<Q", 200 * 2**20) + b" " * 100, "a header of 209,715,200 bytes"),
+        (header({"w": {"dtype": "Q9", "shape": [1], "data_offsets": [0, 4]}}) + bytes(4), "unknown dtype 'Q9'"),
+        (header({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}) + bytes(4), "its data spans 4"),
+        (header({"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}) + bytes(4), "damaged shape"),
+        (header({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}) + bytes(5), "accounts for"),
+        (header([1, 2]), "not a JSON object"),
+        (struct.pack("<Q", 3) + b"\xff\xfe\xfd", "not JSON"),
+    ],
+)
+def test_damaged_safetensors_headers(tmp_path, content, words):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="not a valid safetensors file") as info:
+        ckpt.load_tensors(path)
+    assert words in str(info.value)
+
+
+def test_an_oversized_state_json_is_refused_unread(tmp_path):
+    path = ckpt.save_checkpoint(tmp_path, 1, tiny(), {}, keep=1)
+    os.truncate(path / "state.json", 2**30)
+    with pytest.raises(CheckpointError, match="more than the 16,777,216 such a file can hold"):
+        ckpt.read_checkpoint_meta(path)
+
+
+def test_the_step_must_match_the_checkpoint_folder(tmp_path):
+    path = ckpt.save_checkpoint(tmp_path, 3, tiny(), {}, keep=1)
+    meta = json.loads((path / "state.json").read_text())
+    (path / "state.json").write_text(json.dumps({**meta, "step": 10**12}))
+    with pytest.raises(CheckpointError, match="records step 1000000000000, but its folder is step-00000003"):
+        ckpt.read_checkpoint_meta(path)

@@ -14,8 +14,10 @@ from safetensors.torch import load_file
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
-def _train(cmd_prefix: list[str], out: Path, mnist_dir: Path, extra: list[str], steps: str = "6") -> None:
-    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+def _train(
+    cmd_prefix: list[str], out: Path, mnist_dir: Path, extra: list[str], steps: str = "6", env: dict | None = None
+) -> None:
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1", **(env or {})}
     args = [
         "-m",
         "genlab",
@@ -64,19 +66,28 @@ def test_two_gloo_processes_match_one_process(mnist_dir, tmp_path):
 
 def test_two_processes_share_one_time_clock_and_stop_together(mnist_dir, tmp_path):
     """--lr-clock time under torchrun: the clock travels in the per-step all-reduce (in float64), the
-    rate decays over the 6-s budget and both processes stop there. (That the two processes use the
-    same rate is not visible from outside: only rank 0 writes.)"""
+    rate decays over the 6-s budget and both processes stop there, having stepped with the same rate
+    at every step (each process logs its own through the GENLAB_RANK_LOG hook)."""
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29534"]
-    out = tmp_path / "timed"
+    out, rank_log = tmp_path / "timed", tmp_path / "rank-log"
     _train(
         torchrun,
         out,
         mnist_dir,
         ["--lr-schedule", "cosine", "--lr-clock", "time", "--max-minutes", "0.1", "--log-every", "5"],
         steps="1000000",
+        env={"GENLAB_RANK_LOG": str(rank_log)},
     )
-    rates = [r["lr"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "lr" in r]
+    ranks = [[json.loads(line) for line in (rank_log / f"rank-{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
+    steps = json.loads((out / "summary.json").read_text())["steps"]
+    for r, lines in enumerate(ranks):
+        assert [x["step"] for x in lines] == list(range(1, steps + 1)) and {x["rank"] for x in lines} == {r}
+    assert [x["lr"] for x in ranks[0]] == [x["lr"] for x in ranks[1]]  # the same rate, step for step, bit for bit
+    assert len({x["lr"] for x in ranks[0]}) > 3  # and a decaying one, not a constant that would agree trivially
+    logged = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "lr" in r]
+    assert logged and all(r["lr"] == ranks[0][r["step"] - 1]["lr"] for r in logged)  # what metrics.jsonl shows
+    rates = [r["lr"] for r in logged]
     assert len(rates) > 3 and rates == sorted(rates, reverse=True)  # decaying over the 6 s
     # and well down when the budget ran out (the preset's lr is 1e-3); the slack allows a 3-s stall
     assert rates[-1] < 0.5 * 1e-3
-    assert json.loads((out / "summary.json").read_text())["steps"] < 1000000
+    assert steps < 1000000

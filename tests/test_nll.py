@@ -193,7 +193,9 @@ def test_bound_rises_with_k_and_elbo_is_below_it_on_a_trained_vae(mlp_run, mnist
     model, _ = load_run(mlp_run)
     x = binarize_images(load_dataset("mnist", "test", data_dir=mnist_dir).images[:100])
     means = [float(importance_weighted_bound(model, x, k=k, generator=_gen()).mean()) for k in (1, 10, 100)]
-    assert means[0] < means[1] < means[2], means
+    # measured on three batches of 100: L_10 - L_1 = 6.5-8.0 nats, L_100 - L_10 = 1.5-2.0; a bound that
+    # averaged the weights instead of their log-mean-exp (an ELBO at every k) would rise by ~0
+    assert means[1] - means[0] > 3 and means[2] - means[1] > 0.5, means
     assert float(elbo(model, x, k=10, generator=_gen()).mean()) < means[2]
 
 
@@ -211,7 +213,10 @@ def test_evaluate_likelihood_and_the_nll_command(mlp_run, mnist_dir, capsys):
     } <= set(res)
     assert (res["k"], res["n_images"], res["likelihood"], res["binarized"]) == (20, 200, "bernoulli", True)
     assert len(res["kl_per_dim"]) == 20 and 0 <= res["active_units"] <= 20
-    assert 50 < res["iwae_nll_nats"] < -res["elbo_nats"] < 800
+    # measured over init seeds 0-3: IWAE NLL 195.6-196.2 nats, -ELBO 203.8-204.4 (a gap of ~8). Untrained
+    # (lr 0): 547; with the KL's sign flipped in the loss or the loss ascended: 1e14 and more
+    assert 150 < res["iwae_nll_nats"] < 240, res["iwae_nll_nats"]
+    assert 2 < -res["elbo_nats"] - res["iwae_nll_nats"] < 20, res
     assert main(["nll", str(mlp_run), "--k", "20", "-n", "200"]) == 0
     saved = json.loads((mlp_run / "nll.json").read_text())
     assert saved["iwae_nll_nats"] == res["iwae_nll_nats"], "same seed, same figure"
@@ -310,7 +315,10 @@ def test_iwae_preset_trains_through_the_cli_and_refuses_a_kl_weight(mnist_dir, t
     ]
     assert main(args) == 0
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in lines] == [10, 20, 30] and lines[-1]["loss"] < lines[0]["loss"]
+    assert [r["step"] for r in lines] == [10, 20, 30]
+    # -L_5 in nats per image, measured over seeds 0-2: 411-413 at step 10, 219-221 at step 30 (lr 0: flat at
+    # 548; the loss ascended: 3.8e12). No binarised-MNIST model is below ~80 nats: a loss under 100 is a bug
+    assert 100 < lines[-1]["loss"] < lines[0]["loss"] - 100, [r["loss"] for r in lines]
     assert json.loads((out / "config.json").read_text())["model"]["iw_samples"] == 5
     assert main([*args[:-4], "--set", "model.iw_samples=5", "--set", "model.beta=4", "--overwrite"]) == 2
     assert "iw_samples" in capsys.readouterr().err
@@ -434,14 +442,18 @@ def test_vamp_trains_evaluates_samples_and_explores_through_the_cli(mnist_dir, t
     cfg = json.loads((out / "config.json").read_text())["model"]
     assert cfg["prior"] == "vamp" and cfg["pseudo_inputs"] == 20
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert lines[-1]["loss"] < lines[0]["loss"] and "kl_per_dim" not in lines[-1] and lines[-1]["kl"] > 0
+    # measured over seeds 0-2: 420-427 nats at step 10, 211-213 at step 40 (lr 0: flat at 550; the KL's
+    # sign flipped: -5e19; the loss ascended: 5e22)
+    assert 100 < lines[-1]["loss"] < lines[0]["loss"] - 100, [r["loss"] for r in lines]
+    assert "kl_per_dim" not in lines[-1] and lines[-1]["kl"] > 0
     capsys.readouterr()
     assert main(["nll", str(out), "--k", "20", "-n", "100"]) == 0
     text = capsys.readouterr().out
     assert "KL to the prior" in text and "IWAE NLL (k=20)" in text
     result = evaluate_likelihood(out, k=20, n_images=100)
     assert "kl_per_dim" not in result and result["kl_nats"] > 0
-    assert -result["elbo_nats"] > result["iwae_nll_nats"] > 0
+    # measured over seeds 0-2: IWAE NLL 196-198 nats, -ELBO 204-207 (lr 0: 547; the KL's sign flipped: 2e15)
+    assert -result["elbo_nats"] > result["iwae_nll_nats"] > 150 and result["iwae_nll_nats"] < 260, result
     assert main(["sample", str(out), "-n", "16", "--out", str(tmp_path / "s.npy")]) == 0
     assert main(["explore", str(out), "--what", "traverse", "--quiet"]) == 0
     assert (out / "explore-traverse.png").is_file()
@@ -584,7 +596,10 @@ def test_two_layer_vamp_trains_evaluates_samples_and_explores_through_the_cli(mn
     out = tmp_path / "hvamp"
     _train_small_vamp(out, mnist_dir, "top_hidden=32", "latent_dim=5", "top_latent_dim=3", "flow_steps=0")
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert lines[-1]["loss"] < lines[0]["loss"] and all(x["kl"] > 0 for x in lines)
+    # measured over seeds 0-2: 447-500 nats at step 10, 290-313 at step 30, a fall of 151-194 (lr 0: flat
+    # at 485; the KL's sign flipped: -1.6e28)
+    assert 100 < lines[-1]["loss"] < lines[0]["loss"] - 70, [x["loss"] for x in lines]
+    assert all(x["kl"] > 0 for x in lines)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["latent_dim"] == 8 and len(summary["posterior_mean_variance"]) == 8
     _evaluate_sample_and_explore(out, tmp_path, capsys, 8, ("traverse", "interpolate", "manifold"))
@@ -629,7 +644,10 @@ def _train_small_vamp(out: Path, mnist_dir, *model_settings: str) -> None:
 def _evaluate_sample_and_explore(out: Path, tmp_path: Path, capsys, latent_dim: int, pictures: tuple) -> None:
     """The tools a trained run must support: the bound, nll, sample and explore."""
     result = evaluate_likelihood(out, k=20, n_images=100)
-    assert result["latent_dim"] == latent_dim and -result["elbo_nats"] > result["iwae_nll_nats"] > 0
+    assert result["latent_dim"] == latent_dim
+    # both callers' runs, measured over seeds 0-2: IWAE NLL 261-303 nats, -ELBO 8-16 above it (lr 0:
+    # 481 and 517; the loss ascended: 3e4 and more)
+    assert -result["elbo_nats"] > result["iwae_nll_nats"] > 150 and result["iwae_nll_nats"] < 380, result
     capsys.readouterr()
     assert main(["nll", str(out), "--k", "10", "-n", "50"]) == 0
     assert "IWAE NLL (k=10)" in capsys.readouterr().out
@@ -693,6 +711,9 @@ def test_iaf_vamp_trains_evaluates_samples_and_explores_through_the_cli(mnist_di
     out = tmp_path / "iaf"
     _train_small_vamp(out, mnist_dir, "latent_dim=6", "flow_steps=2", "flow_hidden=32", "activation=silu")
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert lines[-1]["loss"] < lines[0]["loss"] and all(math.isfinite(x["kl"]) for x in lines)
+    # measured over seeds 0-2: 450-513 nats at step 10, 302-334 at step 30, a fall of 143-211 (lr 0: flat
+    # at 518; the loss ascended: 5.5e4)
+    assert 100 < lines[-1]["loss"] < lines[0]["loss"] - 70, [x["loss"] for x in lines]
+    assert all(math.isfinite(x["kl"]) for x in lines)
     assert json.loads((out / "config.json").read_text())["model"]["activation"] == "silu"
     _evaluate_sample_and_explore(out, tmp_path, capsys, 6, ("reconstruct", "traverse", "interpolate"))

@@ -194,6 +194,137 @@ def test_sigkill_in_second_epoch_then_resume_is_bit_identical(mnist_dir, straigh
     assert_same_as_straight(out, straight)
 
 
+# -- crash consistency: SIGKILL anywhere, checkpoint writes included ----------------------------------------
+# One Python process imports torch and genlab once, then forks a child per run, so a kill costs a fork,
+# not a second of imports. Each child counts what it does in the main thread (training steps, metrics
+# lines, fsyncs, renames, deletions: every step of every atomic write and of checkpoint pruning) and
+# SIGKILLs itself just before the chosen one: a kill -9 at an exact point whatever the machine's load.
+CRASHER = """
+import json, os, random, signal, sys, threading, traceback
+import torch
+torch.set_num_threads(1)
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot, scipy.stats, torch._dynamo  # slow imports done once here, not in every child
+from torch.utils.tensorboard import SummaryWriter
+import genlab.explore, genlab.plots, genlab.sample
+import genlab.training.logs as logs
+from genlab import checkpoint as ckpt
+from genlab.cli import main
+from genlab.models.vae import VAE
+
+spec = json.loads(sys.argv[1])
+MAIN = threading.get_ident()
+counter = {"events": 0, "kill_at": 0, "where": None}
+
+def event(what):
+    if threading.get_ident() != MAIN:  # TensorBoard's writer thread: its timing is not deterministic
+        return
+    counter["events"] += 1
+    if counter["events"] == counter["kill_at"]:
+        inside = any(f.name == "save_checkpoint" for f in traceback.extract_stack())
+        with open(counter["where"], "w") as f:
+            json.dump({"event": what, "in_checkpoint_write": inside}, f)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+def counted(what, fn):
+    def wrapper(*args, **kwargs):
+        event(what)
+        return fn(*args, **kwargs)
+    return wrapper
+
+for name in ("fsync", "replace", "unlink", "rmdir"):
+    setattr(os, name, counted(name, getattr(os, name)))
+VAE.train_step = counted("step", VAE.train_step)
+logs.append_jsonl = counted("metrics line", logs.append_jsonl)
+
+def run(args, kill_at, log):
+    where = log + ".kill"
+    pid = os.fork()
+    if pid == 0:
+        counter.update(events=0, kill_at=kill_at, where=where)
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 1), os.dup2(fd, 2)
+        try:
+            code = main(args)
+        except BaseException:
+            traceback.print_exc()
+            code = 99
+        sys.stdout.flush(), sys.stderr.flush()
+        with open(log + ".events", "w") as f:
+            f.write(str(counter["events"]))
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        assert os.WTERMSIG(status) == signal.SIGKILL, status
+        with open(where) as f:
+            return {"killed": json.load(f)}
+    with open(log + ".events") as f:
+        return {"exit": os.WEXITSTATUS(status), "events": int(f.read())}
+
+def go_on(out):
+    # as a user would: resume from a checkpoint if one was completed, else start the run again
+    if ckpt.checkpoint_dirs(out):
+        return ["train", "--resume", out, "--quiet"]
+    return spec["train"] + ["--out", out, "--overwrite"]
+
+logs_dir = spec["logs"]
+reference = run(spec["train"] + ["--out", spec["reference"]], 0, f"{logs_dir}/reference")
+assert reference.get("exit") == 0, reference
+total = reference["events"]
+rng = random.Random(spec["seed"])
+n = spec["attempts"]
+report = {"events": total, "attempts": []}
+for i in range(n):
+    out = f"{spec['runs']}/{i}"
+    first = rng.randint(i * total // n + 1, (i + 1) * total // n)  # spread over the whole run
+    again = rng.randint(1, total // 2)  # then kill the continuation too, if it gets that far
+    log = f"{logs_dir}/{i}"
+    steps = [run(spec["train"] + ["--out", out], first, log)]
+    steps.append(run(go_on(out), again, log))
+    steps.append(run(go_on(out), 0, log))
+    report["attempts"].append({"out": out, "kills": [first, again], "results": steps, "log": log})
+print(json.dumps(report))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forks a prepared process per run")
+def test_sigkill_anywhere_then_resume_is_bit_identical(mnist_dir, straight, tmp_path):
+    """Kill -9 a training at 16 points spread over a whole run (a fixed seed picks them; the
+    continuation is killed again), checkpoint writes and pruning included, then continue it as a user
+    would (--resume, or start again before any checkpoint): every time the final weights, metrics.jsonl,
+    summary and checkpoints equal the uninterrupted run's, no checkpoint is ever damaged (none is
+    skipped), and no half-written file is left behind."""
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "runs").mkdir()
+    spec = {
+        "train": train_args(mnist_dir, tmp_path / "unused")[:-2],  # without --out
+        "reference": str(tmp_path / "reference"),
+        "runs": str(tmp_path / "runs"),
+        "logs": str(tmp_path / "logs"),
+        "seed": 20240611,
+        "attempts": 8,
+    }
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    done = subprocess.run(
+        [sys.executable, "-c", CRASHER, json.dumps(spec)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert_same_as_straight(tmp_path / "reference", straight)  # the counted run is the straight run
+    kills = [r["killed"] for a in report["attempts"] for r in a["results"] if "killed" in r]
+    assert len(kills) >= 12, report
+    assert sum(k["in_checkpoint_write"] for k in kills) >= 4, kills  # some inside checkpoint writes
+    names = {p.relative_to(straight) for p in straight.rglob("*") if "tensorboard" not in p.parts}
+    for attempt in report["attempts"]:
+        run = Path(attempt["out"])
+        assert attempt["results"][-1].get("exit") == 0, attempt
+        assert_same_as_straight(run, straight)
+        assert {p.relative_to(run) for p in run.rglob("*") if "tensorboard" not in p.parts} == names, attempt
+        output = Path(attempt["log"]).read_text()
+        assert "warning: skipping damaged checkpoint" not in output and "Traceback" not in output, output
+
+
 def test_sigterm_checkpoints_exits_130_and_resumes_exactly(mnist_dir, straight, tmp_path):
     out = tmp_path / "stopped"
     child = start_child(train_args(mnist_dir, out), slow_from=10)
@@ -448,10 +579,12 @@ def test_weights_of_another_architecture(run_copy, tmp_path, capsys, config):
     save_other_model(run_copy / "model.safetensors", **config)
     assert main(["sample", str(run_copy), "--out", str(tmp_path / "s.npy")]) == 2
     one_line_error(capsys, "do not fit this model's architecture")
-    save_other_model(ckpt.checkpoint_dirs(run_copy)[-1] / "model.safetensors", **config)
+    for checkpoint in ckpt.checkpoint_dirs(run_copy):  # all of them: resuming falls back past a damaged one
+        save_other_model(checkpoint / "model.safetensors", **config)
     before = snapshot(run_copy)
     assert main(["train", "--resume", str(run_copy), "--epochs", "3"]) == 2
-    one_line_error(capsys, "do not fit this model's architecture")
+    err = one_line_error(capsys, "no intact checkpoint", "do not fit this model's architecture")
+    assert all(name in err for name in ("step-00000028", "step-00000035", "step-00000040"))
     assert snapshot(run_copy) == before
 
 
@@ -524,7 +657,7 @@ def test_a_pickle_named_model_safetensors_is_refused_unexecuted(run_copy, tmp_pa
     pickle.loads(pickle.dumps(Payload(probe)))
     assert probe.exists(), "the payload must work, or the test proves nothing"
     marker = tmp_path / "code-ran"
-    for target in (run_copy / "model.safetensors", ckpt.checkpoint_dirs(run_copy)[-1] / "model.safetensors"):
+    for target in (run_copy / "model.safetensors", *(p / "model.safetensors" for p in ckpt.checkpoint_dirs(run_copy))):
         if writer == "torch.save":
             torch.save({"encoder.0.0.weight": Payload(marker)}, target)
         else:
@@ -555,12 +688,114 @@ def test_run_directory_with_missing_files(run_copy, tmp_path, capsys):
 
 
 def test_damaged_checkpoint_state(run_copy, capsys):
-    latest = ckpt.checkpoint_dirs(run_copy)[-1]
-    meta = json.loads((latest / "state.json").read_text())
-    meta["state"] = {"__dict__": [["rng", 5]]}
-    (latest / "state.json").write_text(json.dumps(meta))
+    for checkpoint in ckpt.checkpoint_dirs(run_copy):
+        meta = json.loads((checkpoint / "state.json").read_text())
+        meta["state"] = {"__dict__": [["rng", 5]]}
+        (checkpoint / "state.json").write_text(json.dumps(meta))
+    before = snapshot(run_copy)
     assert main(["train", "--resume", str(run_copy), "--epochs", "3"]) == 2
-    one_line_error(capsys, "step-00000040")
+    one_line_error(capsys, "step-00000040/state.json: no optimiser states", "step-00000028")
+    assert snapshot(run_copy) == before
+
+
+# -- a damaged newest checkpoint: resuming falls back to the newest intact one ------------------------------
+def _fifo(path: Path) -> None:
+    path.unlink()
+    os.mkfifo(path)  # no writer: reading it would wait forever
+
+
+def _edit_state(checkpoint: Path, **changes) -> None:
+    meta = json.loads((checkpoint / "state.json").read_text())
+    (checkpoint / "state.json").write_text(json.dumps({**meta, **changes}))
+
+
+DAMAGE = {
+    "state.safetensors missing": (lambda c: (c / "state.safetensors").unlink(), "state.safetensors: file is missing"),
+    "state.json missing": (lambda c: (c / "state.json").unlink(), "state.json: file is missing"),
+    "model.safetensors a FIFO": (
+        lambda c: _fifo(c / "model.safetensors"),
+        "model.safetensors: cannot read the checkpoint file: it is a named",
+    ),
+    "state.safetensors a FIFO": (
+        lambda c: _fifo(c / "state.safetensors"),
+        "state.safetensors: cannot read the checkpoint file: it is a named",
+    ),
+    "model.safetensors padded to 40 GB": (
+        lambda c: os.truncate(c / "model.safetensors", 40 * 2**30),  # sparse: no disk used
+        "header accounts for",
+    ),
+    "state.json cut short": (
+        lambda c: (c / "state.json").write_bytes((c / "state.json").read_bytes()[:200]),
+        "state.json: unreadable",
+    ),
+    "step 10**12": (lambda c: _edit_state(c, step=10**12), "records step 1000000000000, but its folder is"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_resume_falls_back_past_a_damaged_newest_checkpoint(run_copy, straight, capsys, damage):
+    """The newest checkpoint lost a file (or holds a FIFO, a padded file, a forged step): resuming warns in one
+    line, continues from the one before, bit-identically, and moves the damaged one out of the way."""
+    spoil, words = DAMAGE[damage]
+    spoil(run_copy / "checkpoints" / "step-00000040")
+    assert main(["train", "--resume", str(run_copy), "--quiet"]) == 0
+    warnings = [ln for ln in capsys.readouterr().err.splitlines() if "checkpoint" in ln]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("warning: skipping damaged checkpoint step-00000040 (") and words in warnings[0]
+    assert warnings[0].endswith("resuming from step-00000035 instead")
+    assert_same_as_straight(run_copy, straight)  # step-00000040 written again, as in the straight run
+    assert (run_copy / "checkpoints" / ".damaged-step-00000040").is_dir()
+    assert main(["train", "--resume", str(run_copy)]) == 0  # the damaged one no longer stands in the way
+    assert "warning: skipping" not in capsys.readouterr().err
+
+
+def test_a_checkpoint_beyond_its_runs_plan_is_refused(run_copy, capsys):
+    """state.json claiming step 10**12 in a folder so named: the run planned 40 steps (2 epochs of 20)."""
+    forged = run_copy / "checkpoints" / f"step-{10**12:08d}"
+    shutil.copytree(ckpt.checkpoint_dirs(run_copy)[-1], forged)
+    _edit_state(forged, step=10**12)
+    for real in ckpt.checkpoint_dirs(run_copy)[:-1]:
+        shutil.rmtree(real)
+    before = snapshot(run_copy)
+    assert main(["train", "--resume", str(run_copy), "--epochs", "3"]) == 2
+    one_line_error(capsys, "records step 1000000000000, beyond the 40 steps its run planned")
+    assert snapshot(run_copy) == before
+
+
+def test_fifos_for_every_checkpoint_file_never_hang_a_resume(run_copy, capsys):
+    for i, checkpoint in enumerate(ckpt.checkpoint_dirs(run_copy)):
+        _fifo(checkpoint / ("model.safetensors", "state.safetensors", "state.json")[i])
+    _fifo(run_copy / "summary.json")
+    child = subprocess.run(  # in a child process, so that a hang is a timeout, not a stuck test run
+        [sys.executable, "-m", "genlab", "train", "--resume", str(run_copy)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == 2, child.stderr
+    err = child.stderr.strip()
+    assert len(err.splitlines()) == 1 and "no intact checkpoint" in err and err.count("is a named pipe") == 3, err
+
+
+def test_what_a_killed_claim_leaves_is_debris_not_a_run(mnist_dir, tmp_path, capsys):
+    """A kill between creating and deleting the writability probe, or in the middle of writing config.json,
+    leaves .write-test or .config.json.XXXX.tmp beside the lock file: the next run clears them. In a folder
+    genlab never claimed (no lock file) a .tmp file is the user's, and the folder is refused, untouched."""
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in (LOCK_FILE, ".write-test", ".config.json.k2j4x.tmp"):
+        (out / name).touch()
+    assert main(train_args(mnist_dir, out, "--max-steps", "1")) == 0
+    assert not (out / ".write-test").exists() and not (out / ".config.json.k2j4x.tmp").exists()
+    capsys.readouterr()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / ".notes.tmp").write_text("keep me")
+    assert main(train_args(mnist_dir, mine, "--max-steps", "1")) == 2
+    one_line_error(capsys, "already holds files")
+    assert main(train_args(mnist_dir, mine, "--max-steps", "1", "--overwrite")) == 2
+    one_line_error(capsys, "not a genlab run directory")
+    assert [p.name for p in mine.iterdir()] == [".notes.tmp"] and (mine / ".notes.tmp").read_text() == "keep me"
 
 
 def test_output_that_cannot_be_written(mnist_dir, run_copy, tmp_path, capsys):

@@ -127,7 +127,10 @@ def test_loss_falls_on_real_mnist(mnist_dir):
     model = build_model("vae", get_preset("vae", "mlp").model)
     losses = _steps(model, x, 60)
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
-    assert last < 0.6 * first, (first, last)
+    # measured over init and noise seeds 0-3: first 496-498 nats, last 197-199 (ratio 0.40). lr 0: ratio
+    # 1.00; the loss ascended: 8e20; the KL's sign flipped: -3e20, which "falls" too, hence the floor. (The
+    # grey-level targets' own entropy, 45 nats per image, is the floor of any correct loss here.)
+    assert 150 < last < 0.6 * first, (first, last)
 
 
 @pytest.mark.parametrize("conv_dense", [(), (64,)])

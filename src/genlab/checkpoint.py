@@ -11,17 +11,30 @@ Every file is written to a temporary name in the same folder, flushed to disk
 and renamed over the target (``os.replace`` is atomic on POSIX), so a crash or a
 full disk leaves the previous file intact. A checkpoint folder is assembled
 under a temporary name and renamed into place the same way.
+
+Every file is read as if it came from a stranger: opened without blocking (a FIFO
+cannot hang a reader), refused unless a regular file, and measured before it is
+read (:func:`read_capped`, :func:`load_tensors`). A safetensors file's header must
+account for its size exactly, and weights are checked against their model from
+the header, before their data is read (:func:`load_tensors`). Resuming reads a
+checkpoint whole and checked (:func:`read_checkpoint`), so a damaged one can be
+skipped for an older one before anything is loaded.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import re
+import struct
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -31,7 +44,7 @@ from safetensors.torch import save as st_save
 
 from . import __version__
 from .errors import CheckpointError, DivergenceError, GenlabError
-from .io import atomic_write_bytes, atomic_write_text, fsync_dir, remove_quietly, why
+from .io import MissingFileError, atomic_write_bytes, atomic_write_text, fsync_dir, open_regular, remove_quietly, why
 from .runs import CHECKPOINT_DIR, CONFIG_FILE, MODEL_FILE  # noqa: F401  (re-exported for callers)
 
 
@@ -50,28 +63,175 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
     atomic_write_bytes(path, st_save(dense, metadata={"genlab": meta}))
 
 
-def load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """Read a safetensors file; anything else (a pickle, a truncated file) is refused."""
+# -- reading files that may come from anywhere ------------------------------------------------
+# Every checkpoint or weights file is opened without blocking (a FIFO named model.safetensors must
+# not hang a resume), must be a regular file (not a FIFO, device or socket), and is measured before
+# it is read: nothing is read whose size the file's own header does not account for.
+SAFETENSORS_HEADER_LIMIT = 100 * 2**20  # safetensors' own limit for its JSON header
+STATE_JSON_LIMIT = 16 * 2**20  # a checkpoint's state.json: settings and the optimisers' skeleton
+
+
+@contextmanager
+def _open_regular(path: Path) -> Iterator[tuple[IO[bytes], int]]:
+    """``(file, size)`` of ``path`` opened for reading (:func:`genlab.io.open_regular`: a regular file,
+    opened without blocking), or a CheckpointError saying what is wrong with it."""
     path = Path(path)
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+        fd, size = open_regular(path, 1 << 62, "checkpoint file")
+    except MissingFileError:
         raise CheckpointError(f"{path}: file is missing") from None
+    except GenlabError as e:
+        raise CheckpointError(str(e)) from None
+    with os.fdopen(fd, "rb") as f:  # buffered: read(n) returns n bytes unless the file ends
+        yield f, size
+
+
+def _read_exactly(f: IO[bytes], n: int, path: Path) -> bytes:
+    try:
+        data = f.read(n)
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
+    if data is None or len(data) != n:
+        raise CheckpointError(f"{path}: the file changed while it was read")
+    return data
+
+
+def read_capped(path: Path, limit: int) -> bytes:
+    """The bytes of a small regular file (state.json, summary.json); one over ``limit`` bytes is refused unread."""
+    path = Path(path)
+    with _open_regular(path) as (f, size):
+        if size > limit:
+            raise CheckpointError(
+                f"{path}: {size:,} bytes, more than the {limit:,} such a file can hold; it is not one genlab wrote"
+            )
+        return _read_exactly(f, size, path)
+
+
+# safetensors' dtype names -> torch's (those this torch lacks are left out)
+_ST_DTYPES: dict[str, torch.dtype] = {
+    k: getattr(torch, v)
+    for k, v in {
+        "F64": "float64",
+        "F32": "float32",
+        "F16": "float16",
+        "BF16": "bfloat16",
+        "I64": "int64",
+        "I32": "int32",
+        "I16": "int16",
+        "I8": "int8",
+        "U64": "uint64",
+        "U32": "uint32",
+        "U16": "uint16",
+        "U8": "uint8",
+        "BOOL": "bool",
+        "C64": "complex64",
+        "F8_E4M3": "float8_e4m3fn",
+        "F8_E5M2": "float8_e5m2",
+    }.items()
+    if hasattr(torch, v)
+}
+
+
+class _NotSafetensors(ValueError):
+    pass
+
+
+def _parse_header(header: bytes) -> tuple[dict[str, torch.Tensor], int]:
+    """Each tensor's (dtype, shape) as a meta tensor, and the bytes of data the header declares."""
+    try:
+        entries = json.loads(header)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise _NotSafetensors("its header is not JSON") from None
+    if not isinstance(entries, dict):
+        raise _NotSafetensors("its header is not a JSON object")
+    shapes: dict[str, torch.Tensor] = {}
+    end = 0
+    for name, entry in entries.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(entry, dict):
+            raise _NotSafetensors(f"tensor {name!r} has no description")
+        dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if not (isinstance(dtype, str) and dtype in _ST_DTYPES):
+            raise _NotSafetensors(f"tensor {name!r} has an unknown dtype {dtype!r}")
+        if not (
+            isinstance(shape, list)
+            and isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(type(v) is int and v >= 0 for v in (*shape, *offsets))
+        ):
+            raise _NotSafetensors(f"tensor {name!r} has a damaged shape or data offsets")
+        size, span = math.prod(shape) * _ST_DTYPES[dtype].itemsize, offsets[1] - offsets[0]
+        if span != size:
+            raise _NotSafetensors(f"tensor {name!r} is {dtype} {shape} ({size:,} bytes) but its data spans {span:,}")
+        if offsets[1] >= 2**62:
+            raise _NotSafetensors(f"tensor {name!r} ends {offsets[1]:,} bytes in, more than any file holds")
+        try:
+            shapes[name] = torch.empty(shape, dtype=_ST_DTYPES[dtype], device="meta")
+        except (RuntimeError, OverflowError, ValueError, TypeError):
+            raise _NotSafetensors(f"tensor {name!r} has an impossible shape {shape}") from None
+        end = max(end, offsets[1])
+    return shapes, end
+
+
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 50
+
+
+def load_tensors(path: Path, expect: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """Read a safetensors file; anything else (a pickle, a truncated file, a FIFO) is refused.
+
+    The header is read first and must account for the file exactly (8 bytes, the header, the
+    tensors' data), so a file padded, truncated or swollen to gigabytes is refused before its data
+    is read. With ``expect`` (a model, possibly on the meta device) the tensors' names, shapes and
+    dtypes are checked against it from the header too: weights of another model are refused unread.
+    """
+    path = Path(path)
+    with _open_regular(path) as (f, size):
+        first = _read_exactly(f, min(size, 8), path)
+        hint = (
+            " (it looks like a pickle file: genlab never loads those)"
+            if first[:1] == b"\x80" or first[:2] == b"PK"
+            else ""
+        )
+
+        def refuse(why: str) -> CheckpointError:
+            return CheckpointError(f"{path}: not a valid safetensors file{hint}: {why}")
+
+        if size < 8:
+            raise refuse(f"{size} bytes, too short for a header")
+        (header_len,) = struct.unpack("<Q", first)
+        if header_len > SAFETENSORS_HEADER_LIMIT or 8 + header_len > size:
+            raise refuse(f"a header of {header_len:,} bytes in a file of {size:,}")
+        try:
+            shapes, data_len = _parse_header(_read_exactly(f, header_len, path))
+        except _NotSafetensors as e:
+            raise refuse(str(e)) from None
+        if 8 + header_len + data_len != size:
+            raise refuse(
+                f"the file is {size:,} bytes but its header accounts for {8 + header_len + data_len:,} "
+                f"(truncated, or data appended)"
+            )
+        if expect is not None:
+            check_state_fits(expect, shapes, str(path))
+        if data_len > _memory_bytes():
+            raise CheckpointError(
+                f"{path}: holds {data_len / 2**30:,.1f} GiB of tensors, more than this machine's memory"
+            )
+        f.seek(0)
+        data = _read_exactly(f, size, path)
     try:
         return st_load(data)
     except (SafetensorError, ValueError, RuntimeError) as e:
-        hint = (
-            " (it looks like a pickle file: genlab never loads those)"
-            if data[:1] == b"\x80" or data[:2] == b"PK"
-            else ""
-        )
         raise CheckpointError(f"{path}: not a valid safetensors file{hint}: {e}") from None
 
 
-def load_state_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
-    """Copy weights into ``module`` after checking names, shapes and dtypes match exactly.
+def check_state_fits(module: torch.nn.Module, tensors: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
+    """``tensors`` less the keys the model's family retired, after checking names, shapes and dtypes
+    match ``module``'s exactly (its values are not read: meta tensors will do).
 
     A dtype must match too: a float64 file holding 1e300 would pass a finiteness check and
     then overflow to inf in the model's float32, and an int or bool tensor would be cast
@@ -104,12 +264,23 @@ def load_state_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], w
         if wrong:
             parts.append(f"{len(wrong)} shape or dtype mismatch(es) (e.g. {wrong[0]})")
         raise CheckpointError(f"{where}: weights do not fit this model's architecture: {'; '.join(parts)}")
+    return tensors
+
+
+def check_finite(tensors: dict[str, torch.Tensor], where: str) -> None:
     bad = nonfinite_tensors(tensors)
     if bad:
         raise CheckpointError(
             f"{where}: {len(bad)} tensor(s) hold NaN or inf (e.g. {bad[0]}); the file is damaged "
             f"(genlab never writes non-finite weights)"
         )
+
+
+def load_state_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
+    """Copy weights into ``module`` after checking names, shapes and dtypes match exactly
+    (:func:`check_state_fits`) and every value is finite."""
+    tensors = check_state_fits(module, tensors, where)
+    check_finite(tensors, where)
     module.load_state_dict(tensors, strict=True)
 
 
@@ -188,30 +359,45 @@ _STEP_DIR = re.compile(r"step-(\d{8,})")
 STATE_FORMAT = 1
 
 
-def checkpoint_dirs(run_dir: Path) -> list[Path]:
-    """Complete checkpoints of a run, oldest first (temporary folders are ignored)."""
+def _step_folders(run_dir: Path) -> list[tuple[int, Path]]:
     root = Path(run_dir) / CHECKPOINT_DIR
     if not root.is_dir():
         return []
-    found = [
-        (int(m.group(1)), p)
-        for p in root.iterdir()
-        if (m := _STEP_DIR.fullmatch(p.name)) and p.is_dir() and (p / "state.json").is_file()
-    ]
-    return [p for _, p in sorted(found)]
+    return sorted((int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.fullmatch(p.name)) and p.is_dir())
 
 
-def latest_checkpoint(run_dir: Path) -> Path:
-    """The newest checkpoint folder of a run, or a CheckpointError saying why there is none."""
+def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (temporary folders are ignored)."""
+    return [p for _, p in _step_folders(run_dir) if (p / "state.json").is_file()]
+
+
+def resume_candidates(run_dir: Path) -> list[Path]:
+    """Every checkpoint folder of a run, newest first, complete or not (resuming checks each), or a
+    CheckpointError saying why there is none."""
+    run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: no such run directory")
-    found = checkpoint_dirs(run_dir)
+    found = [p for _, p in reversed(_step_folders(run_dir))]
     if not found:
         raise CheckpointError(
             f"{run_dir}: no checkpoint to resume from (looked in {run_dir / CHECKPOINT_DIR}); "
             f"start again with --overwrite"
         )
-    return found[-1]
+    return found
+
+
+def set_aside(path: Path) -> Path | None:
+    """Rename a damaged checkpoint folder to ``.damaged-step-XXXXXXXX`` beside it (replacing an older one of
+    that name), out of the way of resuming and of pruning; None if it cannot be moved."""
+    target = path.with_name(f".damaged-{path.name}")
+    try:
+        if target.exists():
+            remove_quietly(target)
+        os.replace(path, target)
+        fsync_dir(path.parent)
+    except OSError:
+        return None
+    return target
 
 
 def save_checkpoint(
@@ -246,10 +432,13 @@ def save_checkpoint(
         atomic_write_text(
             tmp / "state.json", json.dumps({"format": STATE_FORMAT, "step": step, **(meta or {}), "state": skeleton})
         )
-        if final.exists():
-            remove_quietly(final)
+        replaced = root / f".tmp-step-{step:08d}-replaced"
+        if final.exists():  # renamed away, not deleted in place: a kill now leaves no half-deleted checkpoint
+            remove_quietly(replaced)
+            os.replace(final, replaced)
         os.replace(tmp, final)
         fsync_dir(root)
+        remove_quietly(replaced)
     except OSError as e:
         remove_quietly(tmp)
         raise GenlabError(f"cannot write checkpoint {final}: {why(e)}; earlier checkpoints are unchanged") from None
@@ -264,22 +453,49 @@ def save_checkpoint(
 
 
 def read_checkpoint_meta(path: Path) -> dict[str, Any]:
-    """state.json of a checkpoint, checked for the keys resuming needs."""
+    """state.json of a checkpoint (a regular file of at most 16 MB), checked for the keys resuming needs
+    and for a step that matches the folder's name."""
     path = Path(path)
+    where = path / "state.json"
+    data = read_capped(where, STATE_JSON_LIMIT)
     try:
-        meta = json.loads((path / "state.json").read_text())
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise CheckpointError(f"{path / 'state.json'}: unreadable ({e})") from None
+        meta = json.loads(data)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise CheckpointError(f"{where}: unreadable ({e})") from None
     if not (isinstance(meta, dict) and type(meta.get("step")) is int and meta["step"] >= 0 and "state" in meta):
-        raise CheckpointError(f"{path / 'state.json'}: not a genlab checkpoint (no step or state)")
+        raise CheckpointError(f"{where}: not a genlab checkpoint (no step or state)")
+    if path.name != f"step-{meta['step']:08d}":
+        raise CheckpointError(f"{where}: records step {meta['step']}, but its folder is {path.name}")
     return meta
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module) -> dict[str, Any]:
-    """Load weights into ``model`` and return the saved training state (plus ``step``)."""
+@dataclass
+class Checkpoint:
+    """A checkpoint read whole and checked, ready to load: nothing of it is read again."""
+
+    path: Path
+    meta: dict[str, Any]  # state.json: ``step`` and what the trainer stored beside it (config, ...)
+    weights: dict[str, torch.Tensor]  # finite, and fitting the model it was read for
+    state: dict[str, Any]  # the training state, its tensors in place, plus ``step``
+
+    @property
+    def step(self) -> int:
+        return int(self.meta["step"])
+
+
+def read_checkpoint(path: Path, model: torch.nn.Module | None = None, meta: dict[str, Any] | None = None) -> Checkpoint:
+    """Read and check every file of a checkpoint; any problem is a CheckpointError naming the file.
+
+    With ``model`` (real or on the meta device) the weights must fit it; ``meta`` is its state.json,
+    when the caller has read it already.
+    """
     path = Path(path)
-    meta = read_checkpoint_meta(path)
-    load_state_into(model, load_tensors(path / MODEL_FILE), str(path / MODEL_FILE))
+    meta = read_checkpoint_meta(path) if meta is None else meta
+    where = str(path / MODEL_FILE)
+    weights = load_tensors(path / MODEL_FILE, expect=model)
+    if model is not None:
+        weights = check_state_fits(model, weights, where)
+    check_finite(weights, where)
     tensors = load_tensors(path / "state.safetensors")
     try:
         state = unflatten_state(meta["state"], tensors)
@@ -288,21 +504,28 @@ def load_checkpoint(path: Path, model: torch.nn.Module) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise CheckpointError(f"{path / 'state.json'}: damaged training state")
     state["step"] = meta["step"]
-    return state
+    return Checkpoint(path, meta, weights, state)
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module) -> dict[str, Any]:
+    """Load weights into ``model`` and return the saved training state (plus ``step``)."""
+    found = read_checkpoint(path, model)
+    model.load_state_dict(found.weights, strict=True)
+    return found.state
 
 
 # -- finished runs -------------------------------------------------------------------
 def load_run(run_dir: Path, device: str | torch.device = "cpu"):
     """Rebuild a trained model from its run directory: (model in eval mode, RunConfig)."""
     from .config import RunConfig
-    from .models import build_model
+    from .models import build_model, dry_build
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: no such run directory")
     config = RunConfig.load(run_dir / CONFIG_FILE)
     weights = run_dir / MODEL_FILE
-    if not weights.is_file():
+    if not os.path.lexists(weights):
         ckpts = checkpoint_dirs(run_dir)
         if not ckpts:
             raise CheckpointError(
@@ -310,6 +533,9 @@ def load_run(run_dir: Path, device: str | torch.device = "cpu"):
                 f"a checkpoint (resume it with: genlab train --resume {run_dir})"
             )
         weights = ckpts[-1] / MODEL_FILE
+    # names, shapes and dtypes checked from the file's header against the weightless model first: a
+    # stranger's config cannot make genlab allocate a large model only to refuse its weights
+    tensors = load_tensors(weights, expect=dry_build(config.family, config.model))
     model = build_model(config.family, config.model)
-    load_state_into(model, load_tensors(weights), str(weights))
+    load_state_into(model, tensors, str(weights))
     return model.to(device).eval(), config

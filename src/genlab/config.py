@@ -11,13 +11,22 @@ import dataclasses
 import json
 import math
 import re
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import ConfigError
+from .errors import ConfigError, GenlabError
+
+_BRIEF = reprlib.Repr()  # (keyword arguments to Repr need Python 3.12)
+_BRIEF.maxstring, _BRIEF.maxother, _BRIEF.maxlong, _BRIEF.maxlevel = 80, 80, 40, 3
+
+
+def brief(value: Any) -> str:
+    """``repr(value)``, cut short: a message names a bad value, it does not reprint a stranger's megabytes."""
+    return _BRIEF.repr(value)
 
 
 def config_from_dict(cls: type, values: Mapping[str, Any], where: str) -> Any:
@@ -38,12 +47,12 @@ def _coerce(value: Any, field: dataclasses.Field, where: str) -> Any:
     if isinstance(default, tuple) and isinstance(value, list):
         return tuple(value)
     if isinstance(value, bool) and not isinstance(default, bool) and default is not None:
-        raise ConfigError(f"{where}.{field.name} must be {type(default).__name__}, got {value!r}")
+        raise ConfigError(f"{where}.{field.name} must be {type(default).__name__}, got {brief(value)}")
     if isinstance(default, float) and isinstance(value, int):
         return float(value)
     if default is not None and value is not None and not isinstance(value, type(default)):
         if not (isinstance(default, float) and isinstance(value, int)):
-            raise ConfigError(f"{where}.{field.name} must be {type(default).__name__}, got {value!r}")
+            raise ConfigError(f"{where}.{field.name} must be {type(default).__name__}, got {brief(value)}")
     return value
 
 
@@ -68,7 +77,7 @@ def _check_types(obj: Any, types: dict[str, tuple[type, ...]], optional: set[str
             continue
         if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
             kinds = " or ".join(t.__name__ for t in allowed) + (" or null" if name in optional else "")
-            raise ConfigError(f"{section}.{name} must be {kinds}, got {value!r}")
+            raise ConfigError(f"{section}.{name} must be {kinds}, got {brief(value)}")
 
 
 @dataclass
@@ -184,7 +193,7 @@ class TrainConfig:
 
 def _name(key: Any) -> str:
     """A key as a message shows it: plain when it is a plain word, else quoted (no newlines)."""
-    return key if isinstance(key, str) and key.isidentifier() else repr(key)
+    return key if isinstance(key, str) and key.isidentifier() and len(key) <= 80 else brief(key)
 
 
 def _one_line(message: str) -> str:
@@ -278,12 +287,12 @@ class RunConfig:
                 raise ConfigError(f"{where}: missing key {key!r}")
         for key in ("family", "preset", "genlab_version"):
             if key in d and not isinstance(d[key], str):
-                raise ConfigError(f"{where}: {key} must be a string, got {d[key]!r}")
+                raise ConfigError(f"{where}: {key} must be a string, got {brief(d[key])}")
         for key in ("model", "data", "train"):
             if not isinstance(d[key], dict) or not all(isinstance(k, str) for k in d[key]):
                 raise ConfigError(f"{where}: {key} must be a JSON object of settings")
-        family = get_family(d["family"])
         try:
+            family = get_family(d["family"])
             run = cls(
                 family=d["family"],
                 preset=d.get("preset", "custom"),
@@ -296,11 +305,13 @@ class RunConfig:
             run.train.validate()
             run.model.validate()
         except ConfigError as e:
-            msg = _one_line(str(e))
+            msg = _one_line(str(e))[:1000]
             raise ConfigError(msg if msg.startswith(where) else f"{where}: {msg}") from None
-        except (TypeError, ValueError, OverflowError) as e:
+        except (TypeError, ValueError, OverflowError, RecursionError) as e:
             # A model config's range checks met a value of the wrong type (e.g. a string in a list of widths).
-            raise ConfigError(f"{where}: a model setting has a value of the wrong type ({e})") from None
+            raise ConfigError(
+                f"{where}: a model setting has a value of the wrong type ({_one_line(str(e))[:200]})"
+            ) from None
         return run
 
     def save(self, path: Path) -> None:
@@ -310,15 +321,16 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: Path) -> RunConfig:
+        """Read and validate ``config.json``: a regular file of at most :data:`~genlab.io.MAX_JSON_BYTES`."""
+        from .io import MissingFileError, read_json
+
         path = Path(path)
         if not path.parent.is_dir():
             raise ConfigError(f"{path.parent}: no such run directory")
         try:
-            d = json.loads(path.read_text())
-        except FileNotFoundError:
+            d = read_json(path, "run config")
+        except MissingFileError:
             raise ConfigError(f"{path}: no such file (is this a genlab run directory?)") from None
-        except (ValueError, UnicodeDecodeError, RecursionError) as e:  # JSONDecodeError is a ValueError
-            raise ConfigError(f"{path}: not valid JSON ({e})") from None
-        except OSError as e:
-            raise ConfigError(f"{path}: cannot read ({e.strerror or e})") from None
+        except GenlabError as e:  # not a regular file, too large, not JSON: still a bad config
+            raise ConfigError(str(e)) from None
         return cls.from_dict(d, where=str(path))

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import sys
 import time
@@ -242,61 +241,167 @@ def reference_statistics(
 
 
 # -- loading samples -------------------------------------------------------------------------
-def load_samples(path: str | Path) -> np.ndarray:
-    """Images from a ``.npy`` array or a folder of PNGs as float32 (N, 1, 28, 28) in [0, 1].
+# Samples are a stranger's files as often as genlab's own: each is checked to be a regular file, a
+# .npy header is checked against the file's size before any data is read, a PNG's size before it
+# is decoded, and no more images are read than will be scored.
+MAX_SAMPLE_IMAGES = 1_000_000  # images read from one .npy or folder (float32: 3.1 GB); -n reads fewer
+MAX_PNG_BYTES = 2**20  # one sample PNG (a 28x28 PNG is a few hundred bytes; the rest would be metadata)
+_NPY_READ_CHUNK = 2**24  # bytes per read of a .npy's data
 
-    ``.npy``: float in [0, 1] or uint8, shape (N, 1, 28, 28) or (N, 28, 28), read with
-    ``allow_pickle=False``. PNGs: 28x28, converted to grayscale, in file-name order.
+
+def load_samples(path: str | Path, n: int | None = None) -> np.ndarray:
+    """The first ``n`` (default all) images of a ``.npy`` array or a folder of PNGs as float32 (N, 1, 28, 28) in [0, 1].
+
+    ``.npy``: float in [0, 1] or uint8, shape (N, 1, 28, 28) or (N, 28, 28); nothing is ever
+    unpickled. PNGs: 28x28, 8- or 16-bit, converted to grayscale, in file-name order.
+    At most :data:`MAX_SAMPLE_IMAGES` images are read at once.
     """
     from .metrics import check_images
 
     path = Path(path)
     if path.is_dir():
-        arr = _load_png_folder(path)
+        arr = _load_png_folder(path, n)
     elif path.suffix.lower() == ".npy":
-        if not path.is_file():
-            raise GenlabError(f"{path}: no such file")
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except ValueError as e:
-            if "pickle" in str(e):
-                raise GenlabError(
-                    f"{path} holds Python objects (a pickled object array); genlab never "
-                    "unpickles files: save a numeric array (float32 in [0, 1] or uint8)"
-                ) from None
-            raise GenlabError(f"{path}: not a readable .npy array ({e})") from None
-        except OSError as e:
-            raise GenlabError(f"{path}: cannot read ({e})") from None
-        if not isinstance(arr, np.ndarray):
-            raise GenlabError(f"{path}: expected one array, found an archive of several")
-        if arr.dtype == object:
-            raise GenlabError(f"{path} holds Python objects; save a numeric array")
+        arr = _load_npy(path, n)
     elif path.exists():
         raise GenlabError(f"{path}: expected a run directory, a .npy file or a folder of PNG images")
     else:
         raise GenlabError(f"{path}: no such file or directory")
-    if arr.ndim == 0 or arr.shape[0] == 0:
-        raise GenlabError(f"{path} holds no images (shape {arr.shape})")
     return check_images(arr, path.name, metric="genlab evaluate")
 
 
-def _load_png_folder(folder: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+def _too_many(path: Path, count: int) -> GenlabError:
+    return GenlabError(
+        f"{path} holds {count:,} images, more than the {MAX_SAMPLE_IMAGES:,} genlab evaluates at once; "
+        f"pass -n {MAX_SAMPLE_IMAGES} (or fewer) to use the first ones"
+    )
 
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png" and p.is_file())
-    if not files:
-        hint = "" if (folder / "config.json").exists() else " (and no config.json, so it is not a run directory)"
-        raise GenlabError(f"{folder} contains no .png images{hint}")
-    out = np.empty((len(files), 28, 28), dtype=np.uint8)
-    for i, f in enumerate(files):
+
+def _load_npy(path: Path, n: int | None) -> np.ndarray:
+    """A .npy file's first ``n`` images (uint8, or float32 from any float dtype), its header checked first."""
+    import math
+
+    from .io import MissingFileError, open_regular
+
+    try:
+        fd, size = open_regular(path, 2**62, "sample array")  # no size cap: only the images scored are read
+    except MissingFileError:
+        raise GenlabError(f"{path}: no such file") from None
+    with os.fdopen(fd, "rb") as f:
         try:
-            with Image.open(f) as im:
-                if im.size != (28, 28):
-                    raise GenlabError(f"{f}: images must be 28x28, this one is {im.size[0]}x{im.size[1]}")
-                out[i] = np.asarray(im.convert("L"))
-        except (UnidentifiedImageError, OSError) as e:
-            raise GenlabError(f"{f}: not a readable PNG image ({e})") from None
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"format version {version[0]}.{version[1]} is not one genlab reads (1.0 or 2.0)")
+        except OSError as e:
+            raise GenlabError(f"{path}: cannot read ({e.strerror or e})") from None
+        except Exception as e:  # noqa: BLE001  numpy parses the header with tokenize and ast: a hostile
+            # header raises ValueError, SyntaxError, tokenize.TokenError, RecursionError, ... all the same refusal
+            raise GenlabError(f"{path}: not a readable .npy array ({' '.join(str(e).split())[:200]})") from None
+        if dtype.hasobject:
+            raise GenlabError(
+                f"{path} holds Python objects (a pickled object array); genlab never "
+                "unpickles files: save a numeric array (float32 in [0, 1] or uint8)"
+            )
+        if dtype.names is not None or not (dtype == np.uint8 or dtype.kind == "f"):
+            raise GenlabError(f"{path} has dtype {dtype}; save float in [0, 1] or uint8 in [0, 255]")
+        shape = tuple(int(d) for d in shape)
+        if not (len(shape) == 3 or (len(shape) == 4 and shape[1] == 1)):
+            raise GenlabError(f"{path} has shape {shape}; it must have shape (N, 1, 28, 28) or (N, 28, 28) (grayscale)")
+        if shape[-2:] != (28, 28):
+            raise GenlabError(f"{path} holds {shape[-2]}x{shape[-1]} images; they must be 28x28 images")
+        if shape[0] == 0:
+            raise GenlabError(f"{path} holds no images (shape {shape})")
+        declared = math.prod(shape) * dtype.itemsize
+        held = size - f.tell()
+        if held != declared:
+            raise GenlabError(
+                f"{path}: its header declares shape {shape} of {dtype}, i.e. {declared:,} bytes of data, "
+                f"but the file holds {held:,}; it is {'truncated' if held < declared else 'damaged'}"
+            )
+        count = shape[0] if n is None else min(n, shape[0])
+        if count > MAX_SAMPLE_IMAGES or (fortran and shape[0] > MAX_SAMPLE_IMAGES):
+            raise _too_many(path, shape[0])
+        out = np.empty((count, *shape[1:]), dtype=np.uint8 if dtype == np.uint8 else np.float32)
+        try:
+            if fortran:  # the images' axis varies fastest: all of them must be read to have any
+                data = np.frombuffer(_read_full(f, declared, path), dtype=dtype).reshape(shape, order="F")
+                out[:] = data[:count]
+            else:
+                per_image = declared // shape[0]
+                step = max(1, _NPY_READ_CHUNK // per_image)
+                for lo in range(0, count, step):
+                    hi = min(count, lo + step)
+                    buf = _read_full(f, (hi - lo) * per_image, path)
+                    out[lo:hi] = np.frombuffer(buf, dtype=dtype).reshape(hi - lo, *shape[1:])
+        except OSError as e:
+            raise GenlabError(f"{path}: cannot read ({e.strerror or e})") from None
     return out
+
+
+def _read_full(f, nbytes: int, path: Path) -> bytes:
+    data = f.read(nbytes)
+    if len(data) != nbytes:  # the file shrank while it was read
+        raise GenlabError(f"{path}: the file ended early while it was read")
+    return data
+
+
+def _load_png_folder(folder: Path, n: int | None) -> np.ndarray:
+    """The folder's first ``n`` PNGs by file name as float32 (N, 28, 28) in [0, 1]."""
+    try:
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")
+    except OSError as e:
+        raise GenlabError(f"{folder}: cannot list the folder ({e.strerror or e})") from None
+    if not files:
+        hint = "" if os.path.lexists(folder / "config.json") else " (and no config.json, so it is not a run directory)"
+        raise GenlabError(f"{folder} contains no .png images{hint}")
+    if n is not None:
+        files = files[:n]
+    if len(files) > MAX_SAMPLE_IMAGES:
+        raise _too_many(folder, len(files))
+    out = np.empty((len(files), 28, 28), dtype=np.float32)
+    for i, f in enumerate(files):
+        out[i] = _read_png(f)
+    return out
+
+
+def _read_png(f: Path) -> np.ndarray:
+    """One 28x28 PNG as float32 (28, 28) in [0, 1]: 8-bit images / 255, 16-bit ones / 65535."""
+    import io
+    import warnings
+
+    from PIL import Image
+
+    from .io import MissingFileError, read_bytes_capped
+
+    try:
+        data = read_bytes_capped(f, MAX_PNG_BYTES, "sample image")
+    except MissingFileError:  # deleted since the folder was listed
+        raise GenlabError(f"{f}: no such file (it was removed while the folder was read)") from None
+    try:
+        with warnings.catch_warnings():
+            # a picture over Pillow's pixel limit warns (and at twice the limit raises): both are refusals
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=["PNG"]) as im:
+                size, mode = im.size, im.mode
+                if size == (28, 28):  # nothing is decoded before the size is known to be right
+                    if mode.startswith("I"):  # 16-bit grayscale ("I;16", "I;16B", or "I" in older Pillow)
+                        pixels = np.asarray(im).astype(np.float32)
+                        top = 65535.0
+                    else:
+                        pixels = np.asarray(im if mode == "L" else im.convert("L")).astype(np.float32)
+                        top = 255.0
+    except Exception as e:  # noqa: BLE001  Pillow raises many kinds (OSError, ValueError, SyntaxError,
+        # DecompressionBombError, struct.error, ...) on damaged or hostile files; each is the same refusal
+        raise GenlabError(f"{f}: not a readable PNG image ({' '.join(str(e).split())[:200]})") from None
+    if size != (28, 28):
+        raise GenlabError(f"{f}: images must be 28x28, this one is {size[0]}x{size[1]}")
+    if pixels.shape != (28, 28) or pixels.min() < 0 or pixels.max() > top:
+        raise GenlabError(f"{f}: a {mode} PNG genlab cannot read as grayscale")
+    return pixels / top
 
 
 # -- evaluation ------------------------------------------------------------------------------
@@ -782,13 +887,13 @@ def evaluate_path(
     """Evaluate a run directory (sampling ``n``, default 10,000), a ``.npy`` file or a PNG folder."""
     import torch
 
-    from .checkpoint import CONFIG_FILE, load_run
+    from .checkpoint import load_run
     from .sample import generate
 
     target = Path(target)
     say = log or (lambda _msg: None)
     notes: list[str] = []
-    if target.is_dir() and (target / CONFIG_FILE).is_file():
+    if is_run_dir(target):  # a config.json that is not a regular file is refused by load_run, not skipped
         model, run = load_run(target, device=device)
         if dataset and dataset != run.data.dataset:
             notes.append(f"the run was trained on {run.data.dataset} but is compared with {dataset} (--dataset)")
@@ -812,13 +917,11 @@ def evaluate_path(
     else:
         if dataset is None:
             raise ConfigError(f"say which dataset {target} should be compared with: --dataset mnist|fashion-mnist")
-        samples = load_samples(target)
+        if n is not None and n < 1:
+            raise ConfigError(f"-n must be >= 1, got {n}")
+        samples = load_samples(target, n)  # the first n images only: no more is read than is scored
         if n is not None:
-            if n < 1:
-                raise ConfigError(f"-n must be >= 1, got {n}")
-            if n < len(samples):
-                samples = samples[:n]
-            elif n > len(samples):
+            if n > len(samples):
                 notes.append(f"-n {n} asked for, but {target} holds only {len(samples)} images: all are used")
         source = {"kind": "npy" if target.is_file() else "png-folder", "path": str(target), "name": target.name}
         train_split = "train"
@@ -840,6 +943,13 @@ def evaluate_path(
         notes=notes,
         log=say,
     )
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` is a folder with a ``config.json`` entry (of any kind: loading checks it)."""
+    from .runs import CONFIG_FILE
+
+    return path.is_dir() and os.path.lexists(path / CONFIG_FILE)
 
 
 def default_outputs(target: Path, out: str | None) -> tuple[Path, Path]:
@@ -907,7 +1017,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics = parse_metrics(args.metrics)
     device = inference_device(args.device)
     if args.nll:
-        if not (target.is_dir() and (target / "config.json").is_file()):
+        if not is_run_dir(target):
             raise ConfigError(
                 "--nll needs a run directory whose model has a likelihood bound (a LikelihoodModel): "
                 "the likelihood comes from the model, not from samples"
@@ -943,6 +1053,98 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+MAX_SAMPLES_PNG_BYTES = 16 * 2**20  # a run's samples.png (genlab's: tens of kilobytes)
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def evaluation_problem(result: Any) -> str | None:
+    """What makes ``result`` (a parsed metrics.json) unusable by ``compare``, or None when it is sound."""
+
+    def number(v: Any) -> bool:  # a number a float can hold, or null (no value)
+        if v is None:
+            return True
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return False
+        try:
+            float(v)  # an integer of 400 digits is valid JSON but no float
+        except OverflowError:
+            return False
+        return True
+
+    if not isinstance(result, dict):
+        return "not a JSON object"
+    if not isinstance(result.get("dataset"), str):
+        return "no dataset name"
+    n = result.get("n")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        return "no sample count n"
+    notes = result.get("notes", [])
+    if not (isinstance(notes, list) and all(isinstance(x, str) for x in notes)):
+        return "notes is not a list of sentences"
+    rows = result.get("summary")
+    if not isinstance(rows, list):
+        return "no summary list"
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            return f"summary[{i}] is not an object"
+        for key in ("key", "label", "better", "explain"):
+            if not isinstance(row.get(key), str):
+                return f"summary[{i}].{key} is not a string"
+        if "extractor" not in row or not (row["extractor"] is None or isinstance(row["extractor"], str)):
+            return f"summary[{i}].extractor is not a string or null"
+        if "value" not in row or not all(number(row.get(k)) for k in ("value", "std", "of")):
+            return f"summary[{i}] has a value that is not a number"
+        better = row["better"]
+        if better.startswith("target:"):
+            try:
+                float(better.split(":", 1)[1])
+            except ValueError:
+                return f"summary[{i}].better names no target number"
+    return None
+
+
+def _read_compare_inputs(d: Path) -> dict[str, Any]:
+    """What ``compare`` reads from one run directory, every file checked before any run is evaluated."""
+    from .io import MAX_JSONL_BYTES, MissingFileError, read_bytes_capped, read_json, read_jsonl
+    from .runs import CONFIG_FILE, METRICS_FILE
+
+    if not d.is_dir():
+        raise GenlabError(f"{d}: no such run directory")
+    try:
+        config = read_json(d / CONFIG_FILE, "run config")
+    except MissingFileError:
+        raise GenlabError(f"{d}: not a genlab run directory (no {CONFIG_FILE})") from None
+    if not isinstance(config, dict):
+        raise GenlabError(f"{d / CONFIG_FILE}: not a genlab run config (expected a JSON object)")
+    result = None
+    try:
+        result = read_json(d / "metrics.json", "evaluation")
+    except MissingFileError:
+        pass  # evaluated on the fly
+    else:
+        problem = evaluation_problem(result)
+        if problem:  # refused, not re-evaluated: a damaged file is worth knowing about, and evaluating costs
+            raise GenlabError(
+                f"{d / 'metrics.json'} is not a genlab evaluation ({problem}); run `genlab evaluate {d}` "
+                f"again, or delete it to have compare evaluate the run on the fly"
+            )
+    try:
+        png: bytes | None = read_bytes_capped(d / "samples.png", MAX_SAMPLES_PNG_BYTES, "sample grid")
+    except MissingFileError:
+        png = None
+    if png is not None and not png.startswith(_PNG_SIGNATURE):
+        png = None  # not a PNG: the page shows no samples rather than a broken picture
+    family, preset = config.get("family"), config.get("preset")
+    return {
+        "config": config,
+        "family": family if isinstance(family, str) else None,
+        "preset": preset if isinstance(preset, str) else None,
+        "result": result,
+        "samples_png": png,
+        "records": read_jsonl(d / METRICS_FILE, MAX_JSONL_BYTES),
+    }
+
+
 def compare_runs(
     run_dirs: list[str | Path],
     *,
@@ -952,45 +1154,37 @@ def compare_runs(
     data_dir: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Each run's metrics (its metrics.json, or an on-the-fly evaluation with ``n`` samples) and looks."""
-    from .checkpoint import CONFIG_FILE
+    """Each run's metrics (its metrics.json, or an on-the-fly evaluation with ``n`` samples) and looks.
 
+    Every run's files are read and checked first, so a damaged run is refused before any run is
+    evaluated. A metrics.json that is not a sound genlab evaluation is refused (one line naming
+    the problem), never silently replaced by an on-the-fly evaluation.
+    """
     say = log or (lambda _msg: None)
+    inputs = [(d, _read_compare_inputs(d)) for d in map(Path, run_dirs)]
     runs = []
     names: set[str] = set()
-    for d in map(Path, run_dirs):
-        if not (d / CONFIG_FILE).is_file():
-            raise GenlabError(f"{d}: not a genlab run directory (no {CONFIG_FILE})")
-        try:
-            config = json.loads((d / CONFIG_FILE).read_text())
-        except (OSError, ValueError) as e:
-            raise GenlabError(f"{d / CONFIG_FILE}: unreadable ({e})") from None
-        on_the_fly = not (d / "metrics.json").is_file()
+    for d, found in inputs:
+        on_the_fly = found["result"] is None
         if on_the_fly:
             say(f"{d} has no metrics.json: evaluating it now with n={n}")
             result = evaluate_path(d, n=n, seed=seed, device=device, data_dir=data_dir, log=say).result
         else:
-            try:
-                result = json.loads((d / "metrics.json").read_text())
-                result["summary"]
-            except (OSError, ValueError, KeyError, TypeError) as e:
-                raise GenlabError(
-                    f"{d / 'metrics.json'} is not a genlab evaluation ({e}); run `genlab evaluate {d}` again"
-                ) from None
+            result = found["result"]
         name = d.name
         while name in names:  # two runs with the same folder name
             name += "'"
         names.add(name)
-        png = d / "samples.png"
         runs.append(
             {
                 "name": name,
                 "dir": str(d),
-                "family": config.get("family"),
-                "preset": config.get("preset"),
+                "family": found["family"],
+                "preset": found["preset"],
                 "result": result,
                 "on_the_fly": on_the_fly,
-                "samples_png": png.read_bytes() if png.is_file() else None,
+                "samples_png": found["samples_png"],
+                "records": found["records"],
             }
         )
     return runs

@@ -123,13 +123,16 @@ def class_histogram_png(hist: Sequence[float], real: Sequence[float], class_name
     return figure_png(fig)
 
 
-def training_curves_png(runs: Sequence[tuple[str, Path]]) -> bytes | None:
+def training_curves_png(runs: Sequence[tuple[str, Path | list[dict[str, Any]]]]) -> bytes | None:
     """One panel per figure the runs logged in metrics.jsonl (:func:`genlab.plots.curve_keys`), one line
-    per run; None if no data."""
+    per run; None if no data. Each run is (name, its metrics.jsonl) or (name, the records read from it).
+
+    Only finite numbers are drawn: a damaged log's huge, infinite or NaN values are left out.
+    """
     from . import plots
     from .io import read_jsonl
 
-    logs = [(name, read_jsonl(path)) for name, path in runs]
+    logs = [(name, _plottable(src if isinstance(src, list) else read_jsonl(src))) for name, src in runs]
     keys = plots.curve_keys(rec for _, records in logs for rec in records)
     if not keys:
         return None
@@ -147,6 +150,22 @@ def training_curves_png(runs: Sequence[tuple[str, Path]]) -> bytes | None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     return figure_png(fig)
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
+def _plottable(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records with a finite step, each keeping only its finite numbers (under short string keys)."""
+    return [
+        {k: v for k, v in rec.items() if _finite(v) and len(k) <= 100} for rec in records if _finite(rec.get("step"))
+    ]
 
 
 def _page(title: str, body: str) -> str:
@@ -202,7 +221,7 @@ def evaluation_html(evaluation) -> str:
         )
         parts.append(
             f'<tr><td>{html.escape(row["label"])}</td><td class="num">{html.escape(v)}</td>'
-            f"<td>{better_text(row['better'])}</td><td>{html.escape(row['extractor'] or '')}</td>"
+            f"<td>{html.escape(better_text(row['better']))}</td><td>{html.escape(row['extractor'] or '')}</td>"
             f"<td>{html.escape(row['explain'])}</td></tr>"
         )
     parts.append("</table>")
@@ -275,7 +294,7 @@ def evaluation_html(evaluation) -> str:
         for t in ks["tests"]:
             cls = ' class="best"' if not t["differs"] else ""
             parts.append(
-                f'<tr{cls}><td>{t["statistic"]}</td><td class="num">{fmt(t["real_mean"])}</td>'
+                f'<tr{cls}><td>{html.escape(str(t["statistic"]))}</td><td class="num">{fmt(t["real_mean"])}</td>'
                 f'<td class="num">{fmt(t["fake_mean"])}</td><td class="num">{fmt(t["ks"])}</td>'
                 f'<td class="num">{fmt(t["p_adjusted"])}</td>'
                 f"<td>{'yes' if t['differs'] else 'no'}</td></tr>"
@@ -384,7 +403,7 @@ def compare_html(runs: Sequence[dict[str, Any]]) -> str:
             cells.append(f"<td{cls}>{html.escape(fmt(row['value'])) if row else '—'}</td>")
         parts.append(
             f'<tr><td title="{html.escape(any_row["explain"])}">{html.escape(any_row["label"])}</td>'
-            f"<td>{html.escape(any_row['extractor'] or '')}</td><td>{better_text(any_row['better'])}</td>"
+            f"<td>{html.escape(any_row['extractor'] or '')}</td><td>{html.escape(better_text(any_row['better']))}</td>"
             + "".join(cells)
             + f"<td>{html.escape(', '.join(best.get(rid, [])) or '—')}</td></tr>"
         )
@@ -401,7 +420,7 @@ def compare_html(runs: Sequence[dict[str, Any]]) -> str:
             + "</div>"
         )
     parts.append("</div>")
-    curves = training_curves_png([(r["name"], Path(r["dir"]) / "metrics.jsonl") for r in runs])
+    curves = training_curves_png([(r["name"], r.get("records", Path(r["dir"]) / "metrics.jsonl")) for r in runs])
     parts.append(
         "<h2>Training curves</h2>"
         + (img_tag(curves, "training curves") if curves else "<p><i>no metrics.jsonl in these runs</i></p>")

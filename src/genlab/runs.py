@@ -23,6 +23,22 @@ SUMMARY_FILE = "summary.json"  # written last by a finished training
 CHECKPOINT_DIR = "checkpoints"  # resumable checkpoints, one folder per step
 LOCK_FILE = ".genlab-lock"  # held (flock) by the one process writing the run; never deleted while in use
 REPLACED_DIR = ".replaced"  # --overwrite: the old run waits here until the new one has started
+WRITE_PROBE = ".write-test"  # created and deleted by a claim to test the folder is writable
+_OURS = (LOCK_FILE, REPLACED_DIR)  # genlab's bookkeeping, never part of a run
+
+
+def _is_debris(name: str) -> bool:
+    """Left by a genlab process killed mid-write: the claim's probe, or an atomic write's ``.NAME.XXXX.tmp``."""
+    return name == WRITE_PROBE or (name.startswith(".") and name.endswith(".tmp"))
+
+
+def _clear_debris(run_dir: Path) -> None:
+    """Delete what killed genlab writers left in a folder genlab claimed before (under the lock: no
+    other process writes there now). Never called on a folder genlab has not claimed: a user's own
+    ``.notes.tmp`` is not debris."""
+    for item in run_dir.iterdir():
+        if _is_debris(item.name) and item.is_file():
+            remove_quietly(item)
 
 
 def default_run_dir(run: RunConfig) -> Path:
@@ -57,7 +73,7 @@ class RunLock:
         if not self.new_run:
             return
         for item in self.run_dir.iterdir():
-            if item.name not in (LOCK_FILE, REPLACED_DIR):
+            if item.name not in _OURS:
                 remove_quietly(item)
         if self.replaced is None:
             return
@@ -105,19 +121,24 @@ def claim_run_dir(run_dir: Path, overwrite: bool, *, resume: bool = False) -> Ru
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise GenlabError(f"{run_dir} exists and is not a directory")
+    # Claimed by genlab before (it holds the lock file, or is the run being resumed): what a killed
+    # genlab process left half-written there is debris, not a run's files.
+    ours = resume or (run_dir / LOCK_FILE).exists()
     if not resume:
-        _refuse_foreign(run_dir, overwrite)
+        _refuse_foreign(run_dir, overwrite, ours)
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise GenlabError(f"cannot write to {run_dir}: {e.strerror or e}") from None
     lock = RunLock(run_dir).acquire()
     try:
+        if ours:
+            _clear_debris(run_dir)
         if not resume:  # under the lock: what another process wrote before we got it counts too
-            _refuse_foreign(run_dir, overwrite)
+            _refuse_foreign(run_dir, overwrite, ours)
             _set_aside(run_dir, lock)
             lock.new_run = True
-            probe = run_dir / ".write-test"
+            probe = run_dir / WRITE_PROBE
             probe.write_bytes(b"")
             probe.unlink()
     except OSError as e:
@@ -134,7 +155,7 @@ def _set_aside(run_dir: Path, lock: RunLock) -> None:
 
     A ``.replaced`` folder left by a run killed before it started is an older copy: it goes.
     """
-    old = [p for p in run_dir.iterdir() if p.name not in (LOCK_FILE, REPLACED_DIR)]
+    old = [p for p in run_dir.iterdir() if p.name not in _OURS]
     stash = run_dir / REPLACED_DIR
     remove_quietly(stash)
     if not old:
@@ -145,9 +166,16 @@ def _set_aside(run_dir: Path, lock: RunLock) -> None:
     lock.replaced = stash
 
 
-def _refuse_foreign(run_dir: Path, overwrite: bool) -> None:
-    """Refuse to clobber an earlier run unless asked; never delete a folder that is not a run."""
-    contents = [p for p in run_dir.iterdir() if p.name not in (LOCK_FILE, REPLACED_DIR)] if run_dir.is_dir() else []
+def _refuse_foreign(run_dir: Path, overwrite: bool, ours: bool) -> None:
+    """Refuse to clobber an earlier run unless asked; never delete a folder that is not a run.
+
+    ``ours``: genlab claimed the folder before, so debris of a killed genlab process does not count.
+    """
+    contents = (
+        [p for p in run_dir.iterdir() if p.name not in _OURS and not (ours and _is_debris(p.name))]
+        if run_dir.is_dir()
+        else []
+    )
     if not contents:
         return
     if not overwrite:
@@ -163,10 +191,16 @@ def _refuse_foreign(run_dir: Path, overwrite: bool) -> None:
 
 
 def finished_steps(run_dir: Path) -> int | None:
-    """Steps recorded by the last complete training (summary.json is written last), if any."""
+    """Steps recorded by the last complete training (summary.json is written last), if any.
+
+    summary.json is read as checkpoints are (a regular file, opened without blocking, of bounded size):
+    a FIFO or a huge file in its place reads as no finished training.
+    """
+    from .checkpoint import STATE_JSON_LIMIT, read_capped  # late: checkpoint imports this module
+
     try:
-        summary = json.loads((run_dir / SUMMARY_FILE).read_text())
-    except (OSError, ValueError, RecursionError):
+        summary = json.loads(read_capped(run_dir / SUMMARY_FILE, STATE_JSON_LIMIT))
+    except (GenlabError, ValueError, RecursionError):
         return None
     steps = summary.get("steps") if isinstance(summary, dict) else None
     return steps if isinstance(steps, int) and (run_dir / MODEL_FILE).is_file() else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ class MetricsLog:
 
         A line cut short by a crash is dropped too.
         """
-        if not self.path.is_file():
+        if not os.path.lexists(self.path):  # a FIFO or device in its place is refused by read_jsonl
             return
         keep = [r for r in read_jsonl(self.path) if isinstance(r.get("step"), int) and r["step"] <= step]
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))

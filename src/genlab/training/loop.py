@@ -13,6 +13,17 @@ NumPy, Python, CUDA: restored just before the first resumed step, after
 start-up code that may draw from them) and the running sums of the metrics not
 yet logged. So a resumed run continues bit for bit, on the same machine and
 thread count, and writes the same metrics.jsonl lines (``seconds`` aside).
+
+Resuming reads the checkpoints newest first and takes the first intact one: a checkpoint
+with a missing or damaged file, weights that do not fit the model or a step its run never
+planned is skipped with a one-line warning (and, once the resumed run has started, moved
+aside to ``checkpoints/.damaged-step-...``). One written with other settings is refused
+outright: every checkpoint of the run would be.
+
+A test and debug hook: with ``GENLAB_RANK_LOG=DIR`` in the environment every process appends
+``{"step", "rank", "lr"}`` (the rate its first optimiser's first group stepped with) to
+``DIR/rank-N.jsonl`` after each step, so tests can see each torchrun process's rate. Unset,
+it costs one ``if`` per step.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ from __future__ import annotations
 import ctypes
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -38,7 +50,7 @@ from ..config import RunConfig, TrainConfig
 from ..data import Dataset, load_dataset
 from ..device import Dist, init_distributed, resolve_device, resolve_precision
 from ..errors import CheckpointError, ConfigError, DivergenceError, GenlabError
-from ..io import atomic_write_text
+from ..io import append_jsonl, atomic_write_text, read_jsonl
 from ..models import GenerativeModel, StepNoise, TrainSettings, build_model, dry_build, get_family
 from ..models.base import DiagnosedModel, StepContext, StepOutput
 from ..runs import (
@@ -140,9 +152,7 @@ def plan_run(
     steps_per_epoch = num_images // global_batch
     if steps_per_epoch == 0:
         raise ConfigError(f"batch size {global_batch} is larger than the dataset ({num_images} images)")
-    total_steps = cfg.epochs * steps_per_epoch
-    if cfg.max_steps is not None:
-        total_steps = min(total_steps, cfg.max_steps)
+    total_steps = planned_steps(cfg.epochs, cfg.max_steps, steps_per_epoch)
     precision = resolve_precision(cfg.precision, device)
     return Plan(
         global_batch=global_batch,
@@ -160,6 +170,12 @@ def plan_run(
         skip_mode=cfg.on_nonfinite == "skip",
         check_each_step=device.type == "cpu",  # a host read per step is free on CPU, a stall on GPU
     )
+
+
+def planned_steps(epochs: int, max_steps: int | None, steps_per_epoch: int) -> int:
+    """Where a run ends: ``epochs`` epochs, capped by ``max_steps``."""
+    total = epochs * steps_per_epoch
+    return total if max_steps is None else min(total, max_steps)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,10 +272,14 @@ class Trainer:
         if resume and run_dir is None:
             raise ConfigError("resuming needs the run directory")
         self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(run)
-        self.latest = ckpt.latest_checkpoint(self.run_dir) if resume else None  # fail before the slow data loading
+        # fail before the slow data loading when there is nothing to resume
+        candidates = ckpt.resume_candidates(self.run_dir) if resume else []
+        if resume:  # the log a resume truncates: a FIFO or device there is refused before anything is written
+            read_jsonl(self.run_dir / METRICS_FILE)
         # The whole model, built on the meta device: bad widths or impossible sizes fail here, before
         # the data is read or anything is written.
-        image_shape = dry_build(run.family, run.model).image_shape
+        shapes = dry_build(run.family, run.model)
+        image_shape = shapes.image_shape
 
         if data is None:
             data = load_dataset(run.data.dataset, run.data.split, data_dir=run.data.data_dir)
@@ -282,11 +302,50 @@ class Trainer:
             "num_images": self.plan.num_images,
             "steps_per_epoch": self.plan.steps_per_epoch,
         }
-        self.start_step = _check_same_run(self.latest, self.identity) if self.latest is not None else 0
+        # The newest intact checkpoint, read whole and checked against the model's shapes; the damaged
+        # ones newer than it are set aside once the resumed run has started.
+        self.damaged: list[Path] = []
+        self.checkpoint = self._choose_checkpoint(candidates, shapes) if resume else None
+        self.latest = self.checkpoint.path if self.checkpoint is not None else None
+        self.start_step = self.checkpoint.step if self.checkpoint is not None else 0
+        rank_log = os.environ.get("GENLAB_RANK_LOG")  # the test and debug hook (module docstring)
+        self.rank_log = Path(rank_log) / f"rank-{self.d.rank}.jsonl" if rank_log else None
         self.progress = Progress(
             step=self.start_step, checked=self.start_step, last_logged=self.start_step, last_saved=self.latest
         )
         self._parts: Parts | None = None  # built by fit(), once
+
+    def _choose_checkpoint(self, candidates: list[Path], shapes: torch.nn.Module) -> ckpt.Checkpoint:
+        """The newest checkpoint that is intact (all its files, its step, its weights' shapes) and belongs
+        to this run; a warning names each damaged one skipped. A checkpoint of other settings is refused."""
+        damaged: list[tuple[Path, str]] = []
+        for path in candidates:
+            try:
+                meta = ckpt.read_checkpoint_meta(path)
+                _check_recorded(path, meta)
+            except CheckpointError as e:
+                damaged.append((path, str(e)))
+                continue
+            _check_same_run(path, meta, self.identity)  # not damage: no other checkpoint of this run would do
+            try:
+                _check_planned(path, meta)
+                found = ckpt.read_checkpoint(path, shapes, meta)
+                _check_training_state(path, found.state)
+            except CheckpointError as e:
+                damaged.append((path, str(e)))
+                continue
+            if self.d.main:
+                for bad, why in damaged:
+                    print(
+                        f"warning: skipping damaged checkpoint {bad.name} ({why}); resuming from {path.name} instead",
+                        file=sys.stderr,
+                    )
+            self.damaged = [bad for bad, _ in damaged]
+            return found
+        raise CheckpointError(
+            f"{self.run_dir}: no intact checkpoint to resume from: {'; '.join(why for _, why in damaged)}; "
+            f"start again with --overwrite"
+        )
 
     # -- what callbacks read ------------------------------------------------------------------------
     @property
@@ -342,6 +401,9 @@ class Trainer:
             raise
         if lock is not None:
             lock.commit()
+            for bad in self.damaged:  # out of the way of the next resume and of pruning (main process only)
+                ckpt.set_aside(bad)
+        self.checkpoint = None  # loaded: its tensors need not stay in memory
         for callback in parts.callbacks:
             callback.on_train_start(self)
         if self.device.type == "cpu":
@@ -379,8 +441,8 @@ class Trainer:
         base_lrs = [[g["lr"] for g in opt.param_groups] for opt in optimizers.values()]
         averager = Averager()
         resumed: dict[str, Any] = {}
-        if self.latest is not None:
-            resumed = _restore(self.latest, model, optimizers, averager)
+        if self.checkpoint is not None:
+            resumed = _restore(self.checkpoint, model, optimizers, averager)
             if d.main:
                 _update_config(self.run, self.run_dir / CONFIG_FILE)  # e.g. --epochs extended the run
 
@@ -478,6 +540,9 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=plan.bf16):
             out: StepOutput = parts.model.train_step(parts.nets, parts.optimizers, x, y, ctx)
         progress.step += 1
+        if self.rank_log is not None:  # the test and debug hook: this process's rate, step by step
+            rate = next(iter(parts.optimizers.values())).param_groups[0]["lr"]
+            append_jsonl(self.rank_log, {"step": progress.step, "rank": self.d.rank, "lr": rate})
         for callback in parts.callbacks:
             callback.on_step_end(self)
         if plan.skip_mode and not bool(out.applied):
@@ -680,14 +745,21 @@ def _update_config(run: RunConfig, path: Path) -> None:
         atomic_write_text(path, text)
 
 
-def _check_same_run(path: Path, identity: dict[str, Any]) -> int:
-    """The checkpoint's step, after checking it belongs to this run's config and data."""
+def _check_recorded(path: Path, meta: dict[str, Any]) -> None:
+    """state.json holds what the trainer writes beside the step: a config and the data's size."""
+    where = path / "state.json"
+    if not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{where}: records no config, so it cannot be checked against this run")
+    for key in ("num_images", "steps_per_epoch"):
+        if type(meta.get(key)) is not int or meta[key] < 1:
+            raise CheckpointError(f"{where}: records no {key.replace('_', ' ')}; the file is damaged")
+
+
+def _check_same_run(path: Path, meta: dict[str, Any], identity: dict[str, Any]) -> None:
+    """The checkpoint belongs to this run's config and data (a CheckpointError naming the differences)."""
     from ..config import config_differences
 
-    meta = ckpt.read_checkpoint_meta(path)
-    saved = meta.get("config")
-    if not isinstance(saved, dict):
-        raise CheckpointError(f"{path}: records no config, so it cannot be checked against this run")
+    saved = meta["config"]
     try:  # a setting added to genlab after the checkpoint was written gets its default, as config.json does
         saved = RunConfig.from_dict(saved, where=str(path)).to_dict()
     except ConfigError:
@@ -704,7 +776,33 @@ def _check_same_run(path: Path, identity: dict[str, Any]) -> int:
                 f"{path}: written for {meta.get(key)} {what}, this run has {identity[key]}; "
                 f"the data files changed since"
             )
-    return int(meta["step"])
+
+
+def _check_planned(path: Path, meta: dict[str, Any]) -> None:
+    """The checkpoint's step lies within the steps its own run planned (its config's epochs and max_steps)."""
+    train = meta["config"].get("train")
+    epochs = train.get("epochs") if isinstance(train, dict) else None
+    max_steps = train.get("max_steps", None) if isinstance(train, dict) else None
+    where = path / "state.json"
+    if type(epochs) is not int or epochs < 1 or not (max_steps is None or (type(max_steps) is int and max_steps >= 1)):
+        raise CheckpointError(f"{where}: records no valid epochs or max_steps; the file is damaged")
+    total = planned_steps(epochs, max_steps, meta["steps_per_epoch"])
+    if not 0 <= meta["step"] <= total:
+        raise CheckpointError(
+            f"{where}: records step {meta['step']}, beyond the {total} steps its run planned; the file is damaged"
+        )
+
+
+def _check_training_state(path: Path, state: dict[str, Any]) -> None:
+    """The training state has the parts a resume restores (what fits the model is checked as it loads)."""
+    where = path / "state.json"
+    optimizers, rng, metrics = state.get("optimizers"), state.get("rng"), state.get("metrics")
+    if not (isinstance(optimizers, dict) and all(isinstance(o, dict) for o in optimizers.values())):
+        raise CheckpointError(f"{where}: no optimiser states; the file is damaged")
+    if not (isinstance(rng, dict) and isinstance(rng.get("torch"), Tensor) and {"numpy", "python"} <= set(rng)):
+        raise CheckpointError(f"{where}: no random-number-generator states; the file is damaged")
+    if not (isinstance(metrics, dict) and isinstance(metrics.get("sums"), dict) and type(metrics.get("count")) is int):
+        raise CheckpointError(f"{where}: no running sums of the metrics; the file is damaged")
 
 
 def _heldout(run: RunConfig, data: Dataset) -> Dataset:
@@ -742,10 +840,11 @@ def _train_state(optimizers: dict[str, torch.optim.Optimizer], step: int, steps_
 
 
 def _restore(
-    path: Path, model: GenerativeModel, optimizers: dict[str, torch.optim.Optimizer], averager: Averager
+    found: ckpt.Checkpoint, model: GenerativeModel, optimizers: dict[str, torch.optim.Optimizer], averager: Averager
 ) -> dict[str, Any]:
     """Load weights, optimiser and metric state; return the state (its RNGs are set by the caller)."""
-    state = ckpt.load_checkpoint(path, model)
+    path, state = found.path, found.state
+    ckpt.load_state_into(model, found.weights, str(path / MODEL_FILE))
     saved = state.get("optimizers")
     if not isinstance(saved, dict) or set(saved) != set(optimizers):
         raise CheckpointError(

@@ -42,7 +42,7 @@ class GANConfig:
         for name in ("g_hidden", "d_hidden"):
             widths = getattr(self, name)
             require(
-                len(widths) >= 1 and all(isinstance(h, int) and h >= 1 for h in widths),
+                1 <= len(widths) <= 64 and all(isinstance(h, int) and h >= 1 for h in widths),
                 f"model.{name} must be a non-empty list of positive widths, got {list(widths)}",
             )
         require(isinstance(self.width, int) and self.width >= 1, f"model.width must be >= 1, got {self.width}")
@@ -50,7 +50,10 @@ class GANConfig:
         require(
             math.isfinite(self.gp_weight) and self.gp_weight >= 0, f"model.gp_weight must be >= 0, got {self.gp_weight}"
         )
-        require(isinstance(self.d_steps, int) and self.d_steps >= 1, f"model.d_steps must be >= 1, got {self.d_steps}")
+        require(
+            isinstance(self.d_steps, int) and 1 <= self.d_steps <= 100,
+            f"model.d_steps must be in 1..100, got {self.d_steps}",
+        )
         require(self.init in ("dcgan", "default"), f"model.init must be 'dcgan' or 'default', got {self.init!r}")
         require(self.num_classes >= 2, "model.num_classes must be >= 2")
         require(self.label_embed_dim >= 1, "model.label_embed_dim must be >= 1")

@@ -108,6 +108,12 @@ class VAEConfig:
             isinstance(self.flow_hidden, int) and self.flow_hidden >= 1,
             f"model.flow_hidden must be an integer >= 1, got {self.flow_hidden}",
         )
+        # bounds on structure: a stranger's config.json must not make even the dry build endless
+        require(self.flow_steps <= 64, f"model.flow_steps must be at most 64, got {self.flow_steps}")
+        require(
+            len(self.hidden) <= 64 and len(self.conv_channels) <= 16 and len(self.conv_dense) <= 64,
+            "model.hidden and model.conv_dense take at most 64 layers, model.conv_channels at most 16",
+        )
         require(
             self.flow_steps == 0 or self.top_latent_dim == 0,
             "model.flow_steps > 0 (an IAF posterior) cannot be combined with top_latent_dim > 0 (two layers): "
