@@ -411,6 +411,8 @@ class Verdict:
 def _md5_of_file(path: Path) -> str:
     digest = hashlib.md5()
     try:
+        if os.stat(path).st_size > MAX_IDX_BYTES:  # no official file is this large: refuse unread
+            raise DataError(f"{path}: {os.stat(path).st_size:,} bytes, larger than any official dataset file")
         with open(path, "rb") as f:
             while chunk := f.read(_CHUNK):
                 digest.update(chunk)

@@ -133,11 +133,24 @@ class Extractor:
         }
 
 
+def _check_regular(path: Path, max_bytes: int, what: str) -> None:
+    """Refuse at once a ``path`` that is not a regular file of at most ``max_bytes`` (missing is left to the loader)."""
+    from .io import MissingFileError, open_regular
+
+    try:
+        fd, _ = open_regular(path, max_bytes, what)
+    except MissingFileError:
+        return
+    os.close(fd)
+
+
 def classifier_extractor(dataset: str, path: str | Path | None = None, *, device: str = "cpu") -> Extractor:
     """genlab's CNN for ``dataset``: the shipped weights, or ``path`` (from ``genlab train-classifier``)."""
     from .metrics.classifier import extract_features, load_classifier, predict_proba
 
     weights = Path(path) if path else shipped_classifier_path(dataset)
+    for f in (weights, weights.with_suffix(".json")):
+        _check_regular(f, 512 * 2**20, "classifier file")  # a FIFO or a device here must not hang evaluate
     if not weights.is_file():
         raise GenlabError(
             f"no classifier weights for {dataset} at {weights}; train them with "
@@ -169,6 +182,7 @@ def inception_extractor(path: str | Path, *, device: str = "cpu") -> Extractor:
     from .metrics.inception import inception_features, load_fid_inception
 
     weights = Path(path)
+    _check_regular(weights, 512 * 2**20, "Inception weights file")
     model = load_fid_inception(weights, device=device)
     stem = weights.stem
     tag = "pt_inception-2015-12-05" if stem.startswith("pt_inception-2015-12-05") else stem

@@ -3,22 +3,9 @@
 A generator G maps noise z ~ N(0, I) to an image; a discriminator (critic) D maps
 an image to one real number, a logit. They are trained in alternation
 (Goodfellow et al. 2014): ``d_steps`` updates of D on real images and
-``G(z).detach()``, then one update of G through D. With ``r = D(x)`` and
-``f = D(G(z))`` as logits, the losses (``loss`` in the config) are
-
-==========  ===============================================  ==========================
-loss        discriminator minimises                          generator minimises
-==========  ===============================================  ==========================
-ns          -log s(r) - log(1 - s(f))                        -log s(f)  (non-saturating)
-minimax     -log s(r) - log(1 - s(f))                        log(1 - s(f))  (the paper's game)
-hinge       max(0, 1 - r) + max(0, 1 + f)                    -f  (Lim & Ye 2017; Miyato 2018)
-lsgan       (r - 1)^2 / 2 + f^2 / 2                          (f - 1)^2 / 2  (Mao et al. 2017)
-wgan-gp     f - r + lambda * (|grad D(x_hat)| - 1)^2         -f  (Gulrajani et al. 2017)
-==========  ===============================================  ==========================
-
-each a mean over the batch; s is the sigmoid. ``-log s(t) = softplus(-t)`` and
-``-log(1 - s(t)) = softplus(t)``, so the cross-entropy losses are computed from
-logits without ever forming s(t), which saturates to 0 or 1 in float32.
+``G(z).detach()``, then one update of G through D. The losses (``loss`` in the config:
+ns, minimax, hinge, lsgan, wgan-gp) are pure functions of D's logits, tabled with their papers
+in :mod:`genlab.models.gan.losses`.
 
 Images: the data arrive in [0, 1]; G ends in tanh and D sees images in [-1, 1]
 (``x * 2 - 1``), the DCGAN convention; :meth:`GAN.sample` maps back to [0, 1].
