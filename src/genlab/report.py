@@ -26,7 +26,7 @@ h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.8em;border-bottom:1px solid #
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left;
      vertical-align:top}th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .best{font-weight:bold;background:#e8f6e8}.note{background:#fff8e0;border-left:4px solid #e0b000;padding:.4em .8em}
-.small{color:#666;font-size:.9em}img{image-rendering:pixelated}.runs{display:flex;flex-wrap:wrap;gap:1.5em}
+.small{color:#666;font-size:.9em}img{image-rendering:pixelated;max-width:100%;height:auto}.runs{display:flex;flex-wrap:wrap;gap:1.5em}
 """
 
 BETTER_WORDS = {"lower": "lower", "higher": "higher"}
