@@ -1,15 +1,23 @@
 """GAN sample quality under a fixed wall-clock budget: the tutorial's GAN vs DCGAN vs hinge-SN, and the seed VAE.
 
-    python benchmarks/gan_quality.py                      # 15 minutes per model, 10,000 samples: the real figure
+    python benchmarks/gan_quality.py                      # 15 minutes per model, 10,000 samples, on val
+    python benchmarks/gan_quality.py --final              # the same, on the test split: the figure to report
     python benchmarks/gan_quality.py --minutes 4 -n 5000  # reduced budget (~25 min on a 2-core CPU)
     python benchmarks/gan_quality.py --minutes 0.1 -n 500 --presets gan:seed,vae:seed   # smoke mode (~1 min)
 
-Every model trains on the full Fashion-MNIST train split with its preset's own settings (batch
+Settings are chosen on validation data: by default every model trains on the 'fit' split
+(Fashion-MNIST's training images but the last 5,000) and is scored against the 'val' split
+(those 5,000; ``genlab.data.DERIVED_SPLITS``). ``--final`` trains on the whole train split and
+scores against the test split: run it once, for the figure you report. (The shipped classifier
+whose features are compared was trained on the whole train split, val included; it extracts
+features, it does not choose between models.)
+
+Every model trains with its preset's own settings (batch
 size, learning rate, loss) for the same wall-clock budget (``TrainConfig.max_minutes``; the
 epoch count is set out of reach). By default: ``gan:seed`` (the tutorial's MLP GAN),
 ``gan:dcgan``, ``gan:hinge-sn`` (the best of the other presets) and ``vae:seed`` (the tutorial's
 other model). Each then draws ``-n`` samples (seed-fixed noise) that one and the same code,
-:func:`genlab.evaluate.evaluate_samples`, scores against the test split: FID and KID on the
+:func:`genlab.evaluate.evaluate_samples`, scores against the real split: FID and KID on the
 shipped Fashion-MNIST classifier's features, Inception Score from its class probabilities,
 precision/recall/density/coverage (k=5), classes covered (mode statistics) and the fraction of
 KS tests differing from the real data.
@@ -34,7 +42,7 @@ from common import BIG, auto_device, budget_parser, print_table, warm_up
 from genlab.checkpoint import load_run
 from genlab.config import DataConfig, RunConfig, TrainConfig
 from genlab.data import load_dataset
-from genlab.evaluate import evaluate_samples
+from genlab.evaluate import evaluate_samples, prepare_reference
 from genlab.models import get_preset
 from genlab.sample import generate, save_grid
 from genlab.seeding import set_seed
@@ -67,7 +75,7 @@ def train_one(family: str, preset: str, data, test, minutes: float, device: str,
         seed=seed,
         device=device,
     )
-    run = RunConfig(family, preset, p.model, DataConfig(data.name, "train"), train_cfg)
+    run = RunConfig(family, preset, p.model, DataConfig(data.name, data.split), train_cfg)
     run_dir = out / f"{family}-{preset}"
     result = train(run, run_dir, overwrite=True, quiet=True, data=data, heldout=test)
     model, _ = load_run(run_dir, device=device)
@@ -89,21 +97,28 @@ def main(argv=None) -> int:
         help="comma-separated FAMILY:PRESET list (default gan:seed,gan:dcgan,gan:hinge-sn,vae:seed)",
     )
     ap.add_argument("-n", type=int, default=10_000, help="samples drawn and scored per model (default 10000)")
+    ap.add_argument(
+        "--final",
+        action="store_true",
+        help="train on the whole train split and score against the test split: the figure to report, once "
+        "(default: train on 'fit', score against 'val', for choosing settings)",
+    )
     args = ap.parse_args(argv)
 
     presets = parse_presets(args.presets)
     device = auto_device() if args.device == "auto" else args.device
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = load_dataset(args.dataset, "train", data_dir=args.data_dir)
-    test = load_dataset(args.dataset, "test", data_dir=args.data_dir)
+    data = load_dataset(args.dataset, "train" if args.final else "fit", data_dir=args.data_dir)
+    test = load_dataset(args.dataset, "test" if args.final else "val", data_dir=args.data_dir)
     print(
-        f"{args.dataset}: {len(data)} train, {len(test)} test images; {args.minutes:g} min per model on "
+        f"{args.dataset}: {len(data)} {data.split}, {len(test)} {test.split} images; {args.minutes:g} min per model on "
         f"{device} ({torch.get_num_threads()} CPU threads); {args.n} samples each; "
         f"models: {', '.join(f'{f}:{p}' for f, p in presets)}",
         file=sys.stderr,
     )
 
+    _, extractors = prepare_reference(args.dataset, args.data_dir, None, None, device=device)
     warm_up(device)
     t_start = time.perf_counter()
     rows, extractor = [], None
@@ -126,8 +141,10 @@ def main(argv=None) -> int:
             data_dir=args.data_dir,
             seed=args.seed,
             device=device,
-            train_split="train",
+            train_split=data.split,
             source={"benchmark": "gan_quality", "model": name, "n": args.n},
+            test=test,
+            extractors=extractors,
         )
         del t["model"], samples
         print(f"  evaluated {name} in {time.perf_counter() - t_eval:.0f} s", file=sys.stderr)
@@ -169,7 +186,10 @@ def main(argv=None) -> int:
         f"{'recall':>7} {'coverage':>8} {'classes':>7}"
     )
     print(f"\nextractor: {extractor}")
-    print(f"{args.dataset} test split; {args.n} samples per model; {args.minutes:g} min of training each")
+    print(
+        f"{args.dataset}: trained on {data.split}, scored against the {test.split} split; {args.n} samples per model; "
+        f"{args.minutes:g} min of training each"
+    )
     print_table(
         header,
         [

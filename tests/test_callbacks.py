@@ -39,6 +39,7 @@ class FakeTrainer:
     real_images: torch.Tensor
     step: int = 0
     device: torch.device = torch.device("cpu")
+    metrics_log: None = None  # no TensorBoard here: test_reports.py reads the real one's events
 
 
 def make(preset: str, **overrides) -> GAN:
@@ -72,13 +73,18 @@ def test_progress_grid_writes_grids_and_diversity(tmp_path: Path, mnist_dir: Pat
     for step in (0, 100, 200, 300):
         png = tmp_path / "progress" / f"step-{step:06d}.png"
         assert png.is_file()
-        assert Image.open(png).size == (2 + 8 * 30, 2 + 8 * 30)  # 8 x 8 of 28 px, 2 px apart
+        assert Image.open(png).size == (3 * (2 + 8 * 30), 3 * (2 + 8 * 30))  # 8 x 8 of 28 px, 2 px apart, drawn 3x
     assert out[0] == out[1]  # the same fixed draws each time, and untrained weights did not move
     assert all(0 < o["diversity"] < 5 and o["collapsed"] in (0.0, 1.0) for o in out)
     summary: dict = {"warnings": []}
     grid.on_train_end(trainer, summary)
     assert (tmp_path / "progress.png").is_file() and (tmp_path / "diversity.png").is_file()
-    assert Image.open(tmp_path / "progress.png").height == 2 + 4 * 30  # one row per progress step
+    with Image.open(tmp_path / "progress.png") as im:  # one row per progress step (3x), below a title
+        strip = np.asarray(im)
+    assert 3 * (2 + 4 * 30) < strip.shape[0] < 3 * (2 + 4 * 30) + 80
+    rows = strip[-3 * (2 + 4 * 30) :, -3 * (2 + 8 * 30) :][::3, ::3]
+    with Image.open(tmp_path / "progress" / "step-000300.png") as im:
+        assert np.array_equal(rows[92:120], np.asarray(im)[::3, ::3][2:30])  # the last step's first row, exactly
     assert {"diversity", "collapsed", "warnings"} <= set(summary)
     assert summary["diversity"] == pytest.approx(out[-1]["diversity"])
 
@@ -144,3 +150,21 @@ def test_callbacks_are_chosen_by_capability() -> None:
     assert kinds(default_callbacks(vae, 0)) == {LatentPictures}
     assert kinds(default_callbacks(vae, 10)) == {ProgressGrid, LatentPictures}
     assert GANConfig().ema_decay == 0.0
+
+
+def test_only_a_fall_in_diversity_warns_not_the_low_start_of_every_run(tmp_path: Path) -> None:
+    """A short run's first progress grids come from barely trained weights: low, but not a fall."""
+    model = make("seed")
+    trainer = FakeTrainer(model, tmp_path, torch.rand(20, 1, 28, 28))
+    grid = ProgressGrid(every=1)
+    grid.on_train_start(trainer)
+    values = iter([0.1, 0.2, 0.6, 0.1, 0.7])
+    grid.diversity = lambda images: next(values)  # type: ignore[method-assign]
+    for step in range(1, 6):
+        grid.on_progress(trainer, step)
+    assert grid.low_steps == ["step 4: diversity 0.100 < 0.25"]
+    resumed = ProgressGrid(every=1)  # a resume at step 3 knows from diversity.jsonl that step 3 was diverse
+    resumed.on_train_start(dataclasses.replace(trainer, step=3))
+    assert resumed.was_diverse
+    resumed.on_train_start(dataclasses.replace(trainer, step=2))
+    assert not resumed.was_diverse

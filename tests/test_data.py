@@ -363,8 +363,8 @@ def test_inconsistent_files_are_rejected(tmp_path: Path, images: np.ndarray, lab
 def test_unknown_dataset_and_split_list_valid_names() -> None:
     with pytest.raises(DataError, match="valid names: mnist, fashion-mnist"):
         data.load_dataset("cifar", "test")
-    with pytest.raises(DataError, match="valid splits: train, test"):
-        data.load_dataset("mnist", "val")
+    with pytest.raises(DataError, match="valid splits: train, test, fit, val"):
+        data.load_dataset("mnist", "validation")
 
 
 def test_missing_split_points_to_the_available_one(mnist_dir: Path) -> None:
@@ -521,3 +521,38 @@ def test_a_data_dir_of_another_dataset_is_passed_over(isolated_data_env, mnist_d
     rows = {(r["dataset"], r["split"], r["role"]): r for r in data.dataset_status(data_dir=mnist_dir)}
     assert rows[("fashion-mnist", "test", "images")]["status"] == "ok"
     assert rows[("mnist", "test", "images")]["status"] == "ok"
+
+
+def test_fit_and_val_partition_the_training_split_and_never_touch_test(fashion_dir):
+    """'val' (for choosing settings) is the training split's last 5,000 images and 'fit' the rest:
+    together exactly the training split, in order, read from the training files only."""
+    train = data.load_dataset("fashion-mnist", "train", data_dir=fashion_dir, download=False)
+    fit = data.load_dataset("fashion-mnist", "fit", data_dir=fashion_dir, download=False)
+    val = data.load_dataset("fashion-mnist", "val", data_dir=fashion_dir, download=False)
+    assert (len(fit), len(val)) == (len(train) - data.VALIDATION_IMAGES, data.VALIDATION_IMAGES) == (55000, 5000)
+    assert torch.equal(torch.cat([fit.images, val.images]), train.images)
+    assert torch.equal(torch.cat([fit.labels, val.labels]), train.labels)
+    assert (fit.split, val.split) == ("fit", "val")
+    for part in (fit, val):
+        assert part.sources == train.sources and "t10k" not in " ".join(part.sources.values())
+    # every class is there in about its share (the official order is random): 10 % +- 1.5 points
+    shares = torch.bincount(val.labels, minlength=10).double() / len(val)
+    assert float((shares - 0.1).abs().max()) < 0.015
+
+
+def test_the_derived_splits_are_accepted_where_a_split_is_named(isolated_data_env, mnist_dir):
+    from genlab.cli import build_parser
+    from genlab.config import DataConfig
+    from genlab.errors import ConfigError
+
+    assert data.split_names() == ("train", "test", "fit", "val")
+    train_split = next(
+        a for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions if a.dest == "split"
+    )
+    assert tuple(train_split.choices) == data.split_names()  # the CLI lists them without importing torch
+    DataConfig("fashion-mnist", "val").validate()
+    with pytest.raises(ConfigError, match="data.split must be one of train, test, fit, val"):
+        DataConfig("fashion-mnist", "validation").validate()
+    # MNIST's training files are missing here: 'fit' says so and names the split that is there
+    with pytest.raises(data.DataError, match="mnist train split not found"):
+        data.load_dataset("mnist", "fit", data_dir=mnist_dir, download=False)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -91,3 +93,53 @@ def test_two_processes_share_one_time_clock_and_stop_together(mnist_dir, tmp_pat
     # and well down when the budget ran out (the preset's lr is 1e-3); the slack allows a 3-s stall
     assert rates[-1] < 0.5 * 1e-3
     assert steps < 1000000
+
+
+def _worker_pids(launcher: subprocess.Popen, timeout: float = 60.0) -> dict[int, int]:
+    """rank -> pid of torchrun's worker processes (read from their environment)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children = Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text().split()
+        ranks = {}
+        for pid in map(int, children):
+            try:
+                env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            except FileNotFoundError:  # a short-lived helper process of torchrun's, gone already
+                continue
+            rank = [e.split(b"=", 1)[1] for e in env if e.startswith(b"RANK=")]
+            if rank:
+                ranks[int(rank[0])] = pid
+        if len(ranks) == 2:
+            return ranks
+        time.sleep(0.2)
+    raise AssertionError("torchrun did not start two workers")
+
+
+def test_a_signal_to_one_process_stops_both_at_the_same_step(mnist_dir, tmp_path):
+    """SIGTERM to rank 1 alone (as a cluster scheduler may deliver it): the flag travels in the
+    per-step all-reduce, so both processes stop after the same step, rank 0 saves a checkpoint
+    there, and neither hangs waiting for the other (the 120-s timeout would catch that)."""
+    out, rank_log = tmp_path / "signalled", tmp_path / "rank-log"
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1", "GENLAB_RANK_LOG": str(rank_log)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29535"]
+    cmd += ["-m", "genlab", "train", "vae", "--preset", "mlp", "--dataset", "mnist", "--data-dir", str(mnist_dir)]
+    cmd += ["--split", "test", "--batch-size", "64", "--max-steps", "1000000", "--precision", "fp32", "--quiet"]
+    cmd += ["--checkpoint-every", "1000000", "--out", str(out)]
+    launcher = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        pids = _worker_pids(launcher)
+        deadline = time.monotonic() + 90
+        log1 = rank_log / "rank-1.jsonl"
+        while not (log1.exists() and len(log1.read_text().splitlines()) >= 20):
+            assert time.monotonic() < deadline and launcher.poll() is None, "training did not get going"
+            time.sleep(0.1)
+        os.kill(pids[1], signal.SIGTERM)
+        _, stderr = launcher.communicate(timeout=120)
+    finally:
+        launcher.kill()
+    assert launcher.returncode != 0  # an interrupted run is not a finished one
+    assert "interrupted by signal" in stderr
+    last = [json.loads((rank_log / f"rank-{r}.jsonl").read_text().splitlines()[-1])["step"] for r in (0, 1)]
+    assert last[0] == last[1] >= 20, f"the processes stopped at steps {last}"
+    saved = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert saved == [f"step-{last[0]:08d}"], (last, saved)  # the stopping step, and no other

@@ -228,6 +228,7 @@ def test_inception_numbers_come_beside_the_classifier_ones(tmp_path, mnist_dir, 
     assert names == {
         ("fid", "genlab-cnn-mnist-v1"),
         ("fid_inception", "inception-v3-toy"),
+        ("ks_distance", "genlab-cnn-mnist-v1"),
         ("ks_differing", "genlab-cnn-mnist-v1"),
     }
     assert set(result["extractors"]) == {"genlab-cnn-mnist-v1", "inception-v3-toy"}
@@ -350,13 +351,13 @@ def test_a_registered_metric_plugs_in_and_shared_inputs_are_computed_once(mnist_
     monkeypatch.setitem(ev.METRIC_REGISTRY, "toy", ev.Metric("toy", toy, rank=0, per_extractor=True))
     assert parse_metrics("toy, fid") == ["toy", "fid"]
     images = load_dataset("mnist", "test", data_dir=mnist_dir).images[:50].numpy()
-    result = ev.evaluate_samples(
-        images, "mnist", metrics=["fid", "toy", "kid", "is", "modes"], data_dir=str(mnist_dir)
+    result = ev.evaluate_samples(  # no reference points: they score other images through the same network
+        images, "mnist", metrics=["fid", "toy", "kid", "is", "modes"], data_dir=str(mnist_dir), baselines=False
     ).result
     assert [r["key"] for r in result["summary"]] == ["toy", "fid", "kid", "is", "classes_covered", "class_kl"]
     assert calls.count(("features", 50)) == 1 and calls.count(("probs", 50)) == 1
     calls.clear()
-    ev.evaluate_samples(images, "mnist", metrics=["is", "memo"], data_dir=str(mnist_dir))
+    ev.evaluate_samples(images, "mnist", metrics=["is", "memo"], data_dir=str(mnist_dir), baselines=False)
     assert calls == [("probs", 50)]  # no metric asked for features: none were computed
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -26,8 +27,21 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def grid_size(rows: int, cols: int, side: int = 28, pad: int = 2) -> tuple[int, int]:
-    """(width, height) of genlab.sample.grid_image's canvas."""
+    """(width, height) of genlab.sample.grid_image's canvas at 1:1."""
     return cols * (side + pad) + pad, rows * (side + pad) + pad
+
+
+def grid_at_1_to_1(im: Image.Image, size: tuple[int, int], k: int = 3, pad: int = 2) -> np.ndarray:
+    """The grid of a picture explore wrote, back at 1:1: its bottom-right corner (words go left of it and
+    above), which must be the grid enlarged ``k`` times by an exact nearest-neighbour repeat."""
+    w, h = size
+    arr = np.asarray(im)
+    assert arr.shape[0] >= h * k and arr.shape[1] >= w * k, (arr.shape, size)
+    block = arr[-h * k :, -w * k :]
+    small = block[::k, ::k]
+    assert np.array_equal(block, small.repeat(k, 0).repeat(k, 1))  # every pixel a k x k block
+    assert (small[:pad] == 255).all() and (small[:, :pad] == 255).all()  # the grid's white frame: not shifted
+    return small
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +88,8 @@ def test_each_picture_is_a_png_of_the_expected_size(run, what, flags, size):
     assert out.read_bytes()[:8] == PNG
     with Image.open(out) as im:
         im.load()
-        if size is not None:
-            assert im.size == size
+        if size is not None:  # 28-px digits are drawn 3x, with words above and beside
+            assert grid_at_1_to_1(im, size).shape == size[::-1]
         else:
             assert im.size[0] > 300 and im.size[1] > 300  # a matplotlib figure
 
@@ -146,7 +160,7 @@ def gan_run(mnist_dir, tmp_path_factory) -> Path:
 def test_a_gan_is_a_latent_model_it_interpolates_and_traverses(gan_run, what, flags, size, tmp_path, capsys):
     out = tmp_path / f"{what}.png"
     assert main(["explore", str(gan_run), "--what", what, *flags, "--out", str(out)]) == 0
-    assert Image.open(out).size == size
+    assert grid_at_1_to_1(Image.open(out), size).shape == size[::-1]
     if what == "traverse":  # no encoder and no KL: ranked by how much each axis changes the image
         assert "image change per unit step" in capsys.readouterr().out
 
@@ -211,3 +225,68 @@ def test_pca_finds_the_widest_directions():
     assert comps[0].abs().argmax() == 1 and comps[1].abs().argmax() == 3
     assert torch.allclose(std, torch.tensor([5.0, 2.0]), rtol=0.1)
     assert project_2d(mu).shape == (2000, 2) and torch.equal(project_2d(mu[:, :2]), mu[:, :2])
+
+
+# -- the words around the pictures ------------------------------------------------------------
+@pytest.fixture
+def labelled(monkeypatch):
+    """Every labelled grid explore writes: (images, nrow, labels) by file name."""
+    import genlab.sample as sample
+
+    written: dict[str, tuple] = {}
+    real = sample.save_labelled_grid
+
+    def keep(images, path, nrow, **labels):
+        written[Path(path).name] = (images, nrow, labels)
+        real(images, path, nrow, **labels)
+
+    monkeypatch.setattr(sample, "save_labelled_grid", keep)
+    return written
+
+
+def test_traverse_rows_are_the_most_informative_dims_first_and_say_so(run, mnist_dir, labelled, tmp_path, capsys):
+    from genlab.checkpoint import load_run
+    from genlab.data import load_dataset
+    from genlab.explore import _pick, informativeness
+
+    out = tmp_path / "t.png"
+    assert main(["explore", str(run), "--what", "traverse", "--n", "6", "--steps", "5", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    model, _ = load_run(run)
+    x, y = _pick(load_dataset("mnist", "test", data_dir=mnist_dir), 1000, 0)
+    ranking = informativeness(model.eval(), x, y)
+    dims = ranking.order()[:6]
+    assert f"latent dims {dims} (most informative first" in printed
+    assert dims != sorted(dims), "a 20-d VAE's KL ranking is not its index order; the picture would prove nothing"
+    _, nrow, labels = labelled["t.png"]
+    assert nrow == 5 and labels["col_labels"] == ["-3", "-1.5", "0", "+1.5", "+3"]
+    assert [label.split("\n")[0] for label in labels["row_labels"]] == [f"z[{j}]" for j in dims]
+    kls = [float(label.split()[-1]) for label in labels["row_labels"]]
+    assert kls == sorted(kls, reverse=True) and labels["row_labels"][0].split("\n")[1].startswith("KL ")
+    assert "training images (the test split this run trained on)" in labels["title"]
+
+
+def test_reconstruct_marks_each_original_and_its_reconstruction(run, labelled, tmp_path):
+    out = tmp_path / "r.png"
+    assert main(["explore", str(run), "--what", "reconstruct", "--n", "12", "--out", str(out), "--quiet"]) == 0
+    images, nrow, labels = labelled["r.png"]
+    assert nrow == 10 and images.shape[0] == 40  # two pairs of rows: 10 + 2 originals, each above its reconstruction
+    assert labels["row_labels"] == ["original", "reconstruction", "original", "reconstruction"]
+    assert "12 training images" in labels["title"] and "held-out" not in labels["title"]
+    grid = grid_at_1_to_1(Image.open(out), grid_size(4, 10))
+    first = (images[0, 0] * 255).round().byte().numpy()
+    assert np.array_equal(grid[2:30, 2:30], first)  # the first original, pixel for pixel
+
+
+def test_a_run_trained_on_train_calls_the_test_images_held_out(run, labelled, tmp_path):
+    import json
+
+    config = json.loads((run / "config.json").read_text())
+    other = tmp_path / "run"
+    other.mkdir()
+    for name in ("model.safetensors", "config.json"):
+        (other / name).write_bytes((run / name).read_bytes())
+    config["data"]["split"] = "train"  # as if it had trained on the train split
+    (other / "config.json").write_text(json.dumps(config))
+    assert main(["explore", str(other), "--what", "reconstruct", "--n", "3", "--quiet"]) == 0
+    assert labelled["explore-reconstruct.png"][2]["title"].startswith("3 held-out images (test split)")

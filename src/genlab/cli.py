@@ -7,8 +7,8 @@ code 2 (130 when training was interrupted). ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -46,7 +46,11 @@ TRAIN_FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "--keep-checkpoints": ("keep_checkpoints", int, "how many checkpoints to keep"),
     "--grad-clip": ("grad_clip", float, "clip the gradient norm to this value"),
     "--on-nonfinite": ("on_nonfinite", str, "stop (error naming the step) | skip (drop that step's update)"),
-    "--sample-every": ("sample_every", int, "steps between progress grids (0 = the family's default)"),
+    "--sample-every": (
+        "sample_every",
+        int,
+        "steps between progress grids (0 = the family's default, shortened so a short run gets about 8)",
+    ),
     "--max-steps": ("max_steps", int, "stop after this many optimiser steps"),
     "--max-minutes": ("max_minutes", float, "stop after this wall-clock budget (a checkpoint is written)"),
     "--precision": ("precision", str, "fp32 | bf16 (autocast) | auto (bf16 where the hardware has it)"),
@@ -67,19 +71,24 @@ def _parse_value(text: str) -> Any:
 
 # -- commands -----------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import DataConfig, RunConfig, TrainConfig, config_from_dict, resume_may_change
-    from .models import get_family, get_preset, model_flags
+    from .api import read_config, run_config
+    from .config import RunConfig, resume_may_change
+    from .models import model_flags
+    from .runs import resolve_run_dir
     from .training import train
 
     flags = model_flags()
     if args.resume:
-        run_dir = Path(args.resume)
+        if args.config:
+            raise ConfigError("--config starts a new run; --resume continues one with its own config: pass one")
+        run_dir = resolve_run_dir(args.resume)
         run = RunConfig.load(run_dir / "config.json")
         # A resumed run may only change what the resume policy allows (config.RESUME_MAY_CHANGE):
         # when to stop, log and save, and where to run; anything else would not continue the same run.
         allowed = {flag for flag, (field, _, _) in TRAIN_FLAGS.items() if resume_may_change(f"train.{field}")}
         fixed = [f for f in [*flags, *TRAIN_FLAGS] if f not in allowed and getattr(args, _dest(f)) is not None]
         fixed += [f"--{f}" for f in ("overwrite",) if getattr(args, f)]
+        fixed += [f"--{f}" for f in ("preset", "dataset", "split") if getattr(args, f)]
         sets = _parse_sets(args.set)
         fixed += [f"--set {k}" for k in sets if not resume_may_change(k)]
         if fixed:
@@ -94,47 +103,43 @@ def cmd_train(args: argparse.Namespace) -> int:
             setattr(run.train, key.partition(".")[2], value)
         if args.compile:
             run.train.compile = True
+        if args.data_dir:  # the data may have moved (config.RESUME_MAY_CHANGE)
+            run.data.data_dir = os.path.abspath(os.path.expanduser(args.data_dir))
         run.train.validate()
         result = train(run, run_dir, resume=True, quiet=args.quiet)
     else:
-        if not args.family:
-            raise ConfigError(
-                "say which model to train: genlab train FAMILY [--preset NAME] "
-                "(see `genlab presets`), or --resume RUN_DIR"
-            )
-        preset = get_preset(args.family, args.preset)
-        model_cfg = dataclasses.asdict(preset.model)
-        train_cfg = {**dataclasses.asdict(TrainConfig()), **preset.train}
+        # A config file is the base and every flag given explicitly overrides it (flags default to None).
+        base = read_config(args.config) if args.config else None
+        family = args.family or (base.family if base is not None else None)
+        model_cfg: dict[str, Any] = {}
         for flag, spec in flags.items():
             value = getattr(args, _dest(flag))
             if value is not None:
-                if args.family not in spec.families:
+                if family is not None and family not in spec.families:
                     raise ConfigError(
-                        f"{flag} does not apply to {args.family} models (it is a flag of {', '.join(spec.families)})"
+                        f"{flag} does not apply to {family} models (it is a flag of {', '.join(spec.families)})"
                     )
                 model_cfg[spec.field] = value
-        for flag, (field, _, _) in TRAIN_FLAGS.items():
-            value = getattr(args, _dest(flag))
-            if value is not None:
-                train_cfg[field] = value
+        train_cfg = {f: getattr(args, _dest(flag)) for flag, (f, _, _) in TRAIN_FLAGS.items()}
+        train_cfg = {f: v for f, v in train_cfg.items() if v is not None}
         if args.compile:
             train_cfg["compile"] = True
         for key, value in _parse_sets(args.set).items():
             section, _, name = key.partition(".")
             (model_cfg if section == "model" else train_cfg)[name] = value
-        run = RunConfig(
-            family=args.family,
+        run = run_config(
+            args.family,
+            config=base,
             preset=args.preset,
-            model=config_from_dict(get_family(args.family).config_class, model_cfg, "model"),
-            data=DataConfig(dataset=args.dataset, split=args.split, data_dir=args.data_dir),
-            train=config_from_dict(TrainConfig, train_cfg, "train"),
+            dataset=args.dataset,
+            split=args.split,
+            data_dir=args.data_dir,
+            model=model_cfg,
+            train=train_cfg,
         )
         result = train(run, Path(args.out) if args.out else None, overwrite=args.overwrite, quiet=args.quiet)
     if not args.quiet and result.seconds > 0:  # 0: a finished run was resumed and left as it was
-        print(
-            f"trained {result.steps} steps ({result.epochs:.2f} epochs) in {result.seconds:.1f}s, "
-            f"{result.images_per_second:,.0f} images/s -> {result.run_dir}"
-        )
+        print(result.summary_line())
     return 0
 
 
@@ -163,6 +168,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise ConfigError(f"{out}: --out must end in .png (a grid) or .npy (an array)")
     if out.exists() and not args.overwrite:
         raise GenlabError(f"{out} exists; pass --overwrite to replace it")
+    from .io import check_writable_folder
+
+    check_writable_folder(out.parent)
     if suffix == ".png" and args.n > MAX_GRID:
         raise ConfigError(
             f"a PNG grid of {args.n:,} images is unreadable (at most {MAX_GRID:,}); write them to FILE.npy"
@@ -175,11 +183,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if not 0 <= args.label < model.num_classes:
             raise ConfigError(f"--label must be in 0..{model.num_classes - 1}, got {args.label}")
         labels = torch.full((args.n,), args.label, dtype=torch.long)
+    from .models import configure_sampling, sample_flags
+
+    options = {spec.field: getattr(args, _dest(f)) for f, spec in sample_flags().items()}
+    configure_sampling(
+        model, {k: v for k, v in options.items() if v is not None}, f"{args.run} ({run.family}/{run.preset})"
+    )
     gen = torch.Generator(device=model.device).manual_seed(args.seed)
     if suffix == ".npy":
-        shape = stream_samples_npy(model, args.n, out, generator=gen, labels=labels)
+        shape = stream_samples_npy(model, args.n, out, generator=gen, labels=labels, progress=not args.quiet)
     else:
-        images = generate(model, args.n, generator=gen, labels=labels)
+        images = generate(model, args.n, generator=gen, labels=labels, progress=not args.quiet)
         save_grid(images, out)
         shape = tuple(images.shape)
     if not args.quiet:
@@ -206,7 +220,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 # -- parser --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from .models import family_names, model_flags
+    from .models import family_names, model_flags, sample_flags
 
     parser = Parser(prog="genlab", description="Train, sample and evaluate deep generative models.")
     parser.add_argument("--version", action="version", version=f"genlab {__version__}")
@@ -219,19 +233,31 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a model of one family. Flags override the preset's settings.",
     )
     p.add_argument("family", nargs="?", choices=family_names(), help="model family")
-    p.add_argument("--preset", default="seed", help="named configuration (see `genlab presets`; default seed)")
-    p.add_argument("--dataset", default="mnist", help="mnist or fashion-mnist (default mnist)")
+    p.add_argument("--preset", help="named configuration (see `genlab presets`; default seed)")
+    p.add_argument(
+        "--config",
+        metavar="FILE.json",
+        help="start from these settings (e.g. a run's config.json); flags given explicitly override them",
+    )
+    p.add_argument("--dataset", help="mnist or fashion-mnist (default mnist)")
     p.add_argument(
         "--split",
-        default="train",
-        choices=["train", "test"],
-        help="split to train on (default train; MNIST's train split may be missing: use test)",
+        choices=["train", "test", "fit", "val"],  # genlab.data.split_names(), without importing torch
+        help="split to train on (default train; fit/val: train minus/only its last 5,000 images, for tuning; "
+        "MNIST's train split may be missing: use test)",
     )
     p.add_argument(
-        "--data-dir", help="folder holding the dataset's IDX files (else GENLAB_DATA_DIR, cache, /usr/share/datasets)"
+        "--data-dir",
+        help="folder holding the dataset's IDX files, relative to the current directory (stored absolute in "
+        "the run; else GENLAB_DATA_DIR, cache, /usr/share/datasets)",
     )
     p.add_argument("--out", type=output_path, help="run directory (default runs/FAMILY-PRESET-DATASET-TIME)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a run from its newest checkpoint; `latest`: the run runs/latest points to "
+        "(the last one started in ./runs)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks (slower start)")
@@ -272,6 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--quiet", action="store_true")
+    sampling: dict[tuple[str, ...], argparse._ArgumentGroup] = {}
+    for spec in sample_flags().values():  # each family's sampling options (ConfigurableSampler)
+        if spec.families not in sampling:
+            sampling[spec.families] = p.add_argument_group(f"sampling options ({', '.join(spec.families)})")
+        sampling[spec.families].add_argument(
+            spec.flag, type=spec.type, dest=_dest(spec.flag), metavar=spec.type.__name__.upper(), help=spec.help
+        )
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("datasets", help="list datasets, where their files are and whether checksums match")
@@ -289,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _extra_commands() -> list[Callable]:
     """Commands that live beside the modules they drive (evaluation, latent exploration, ...)."""
     registrars = []
-    for module in ("genlab.evaluate", "genlab.explore", "genlab.nll"):
+    for module in ("genlab.evaluate", "genlab.explore", "genlab.nll", "genlab.fid", "genlab.serve"):
         try:
             mod = __import__(module, fromlist=["register_cli"])
         except ModuleNotFoundError as e:
@@ -308,7 +341,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GenlabError as e:
         if args.debug:
             raise
-        print(f"genlab: error: {' '.join(str(e).splitlines())}", file=sys.stderr)  # one line, always
+        # One line, always; then the error's few hint lines (where genlab looked, how to fix), indented.
+        print(f"genlab: error: {' '.join(e.message.splitlines())}", file=sys.stderr)
+        for line in e.hint:
+            print(f"  {' '.join(line.splitlines())}", file=sys.stderr)
         return getattr(e, "exit_code", 2)
     except KeyboardInterrupt:
         print("genlab: interrupted", file=sys.stderr)

@@ -97,7 +97,12 @@ class DataConfig:
             self.dataset in DATASETS,
             f"data.dataset: unknown dataset {self.dataset!r}; valid names: {', '.join(DATASETS)}",
         )
-        require(self.split in ("train", "test"), f"data.split must be 'train' or 'test', got {self.split!r}")
+        from .data import split_names
+
+        require(
+            self.split in split_names(),
+            f"data.split must be one of {', '.join(split_names())}, got {self.split!r}",
+        )
         require(
             all(isinstance(k, str) and isinstance(v, str) for k, v in self.sources.items()),
             "data.sources must map file roles to paths (strings)",

@@ -16,6 +16,7 @@ elements in C order, big-endian.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import http.client
@@ -37,11 +38,13 @@ from genlab.errors import DataError
 
 __all__ = [
     "DATASETS",
+    "DERIVED_SPLITS",
     "MAX_IDX_BYTES",
     "SYSTEM_DATA_DIR",
     "Dataset",
     "DatasetSpec",
     "FileSpec",
+    "VALIDATION_IMAGES",
     "Verdict",
     "cache_dir",
     "check_file",
@@ -53,6 +56,7 @@ __all__ = [
     "load_dataset",
     "read_idx",
     "search_dirs",
+    "split_names",
     "system_data_dir",
 ]
 
@@ -313,6 +317,24 @@ DATASETS: Mapping[str, DatasetSpec] = {
 }
 
 
+# Splits carved from the official training split, the same on every machine: "val" is its last
+# VALIDATION_IMAGES images and "fit" the rest. Models are tuned by training on "fit" and scoring on
+# "val", so the official test split stays unseen until a figure is reported once. The official
+# training files are already in random order (each class makes up 10 % of the last 5,000 within
+# about 1 point), so a contiguous tail is a fair sample and needs no permutation to reproduce.
+VALIDATION_IMAGES = 5000
+DERIVED_SPLITS: Mapping[str, tuple[str, slice]] = {
+    "fit": ("train", slice(0, -VALIDATION_IMAGES)),
+    "val": ("train", slice(-VALIDATION_IMAGES, None)),
+}
+
+
+def split_names(name: str | None = None) -> tuple[str, ...]:
+    """The splits :func:`load_dataset` accepts: the official ones (of ``name``, or of any dataset) and the derived."""
+    official = _spec(name).splits if name else {s: None for spec in DATASETS.values() for s in spec.splits}
+    return (*official, *DERIVED_SPLITS)
+
+
 def _spec(name: str) -> DatasetSpec:
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
@@ -321,7 +343,7 @@ def _spec(name: str) -> DatasetSpec:
 
 def _split_files(spec: DatasetSpec, split: str) -> Mapping[str, FileSpec]:
     if split not in spec.splits:
-        raise DataError(f"unknown split {split!r} for {spec.name}; valid splits: {', '.join(spec.splits)}")
+        raise DataError(f"unknown split {split!r} for {spec.name}; valid splits: {', '.join(split_names(spec.name))}")
     return spec.splits[split]
 
 
@@ -354,7 +376,9 @@ def search_dirs(name: str, data_dir: str | os.PathLike[str] | None = None) -> li
     several datasets. Then the user cache, then the system directory.
     """
     user_root = data_dir if data_dir is not None else os.environ.get(_ENV_DATA_DIR) or None
-    dirs = [Path(user_root), Path(user_root) / name] if user_root is not None else []
+    # Absolute from the current directory now: messages then say exactly where genlab looked.
+    root = Path(os.path.abspath(os.path.expanduser(user_root))) if user_root is not None else None
+    dirs = [root, root / name] if root is not None else []
     return [*dirs, cache_dir(name), system_data_dir() / name]
 
 
@@ -515,10 +539,15 @@ def download_file(name: str, spec: FileSpec, dest_dir: Path | None = None) -> Pa
         try:
             _download_one(url, spec, dest)
         except (OSError, ValueError, http.client.HTTPException) as exc:
-            failures.append(f"{url}: {exc}")
+            failures.append((url, str(exc)))
             continue
         return dest
-    raise DataError(f"download of {name} {spec.filename} failed: {'; '.join(failures)}")
+    reasons = {why for _, why in failures}
+    if len(reasons) == 1:  # one cause (no network, most often): said once, then the URLs tried
+        raise DataError(
+            f"download of {name} {spec.filename} failed ({reasons.pop()}); tried:", hint=[u for u, _ in failures]
+        )
+    raise DataError(f"download of {name} {spec.filename} failed:", hint=[f"{u}: {why}" for u, why in failures])
 
 
 # --------------------------------------------------------------------------- #
@@ -552,48 +581,45 @@ def _not_found_message(
     split: str,
     missing: Sequence[str],
     dirs: Sequence[Path],
-    download_problems: Sequence[str],
+    download_problems: Sequence[DataError],
     download: bool,
-) -> str:
-    """One message saying what is missing, where we looked and how to fix it."""
+) -> tuple[str, list[str]]:
+    """What is missing (one line), then a few short lines: where genlab looked and how to fix it."""
     files = _split_files(spec, split)
     missing_names = ", ".join(files[role].filename for role in missing)
-    looked = ", ".join(str(d) for d in dirs)
-    msg = f"{spec.name} {split} split not found: no {missing_names} (or unzipped) in {looked}"
-    if download_problems:
-        msg += f"; {'; '.join(download_problems)}"
-    elif not download:
-        msg += "; download is disabled"
+    msg = f"{spec.name} {split} split not found: no {missing_names} (or unzipped)"
+    hint = ["looked in:", *(f"  {d}{'' if d.is_dir() else ' (no such folder)'}" for d in dirs)]
+    for problem in download_problems:
+        hint += [problem.message, *(f"  {line}" for line in problem.hint)]
+    if not download_problems and not download:
+        hint.append("download is disabled")
     for other in (s for s in spec.splits if s != split):
         other_paths = find_split(spec.name, other, dirs)
         if None not in other_paths.values():
             where = ", ".join(sorted({str(p.parent) for p in other_paths.values() if p}))
-            msg += f"; the {other} split is available at {where}: use --split {other}"
-    all_names = ", ".join(fs.filename for fsets in spec.splits.values() for fs in fsets.values())
-    msg += (
-        f". To provide the data, copy the official files ({all_names}) into one of those "
-        f"folders, or pass --data-dir DIR, or set {_ENV_DATA_DIR}=DIR"
-    )
-    if spec.install_hint:
-        msg += f", or run `{spec.install_hint}`"
-    return msg
+            hint.append(f"the {other} split is available at {where}: use --split {other}")
+    fix = f"to fix: pass --data-dir DIR or set {_ENV_DATA_DIR}=DIR (a folder holding the files)"
+    hint.append(fix + (f", or run `{spec.install_hint}`" if spec.install_hint else ""))
+    hint.append("`genlab datasets` shows where each dataset's files were found")
+    return msg, hint
 
 
 def _locate(spec: DatasetSpec, split: str, data_dir: str | os.PathLike[str] | None, download: bool) -> dict[str, Path]:
     """Role -> path for every file of the split, downloading what is missing if allowed."""
     dirs = search_dirs(spec.name, data_dir)
     found = find_split(spec.name, split, dirs)
-    problems: list[str] = []
+    problems: list[DataError] = []
     if download:
         for role, path in found.items():
             if path is None:
                 try:
                     found[role] = download_file(spec.name, spec.splits[split][role])
                 except DataError as exc:
-                    problems.append(str(exc))
+                    problems.append(exc)
     missing = [role for role, path in found.items() if path is None]
     if missing:
-        raise DataError(_not_found_message(spec, split, missing, dirs, problems, download))
+        msg, hint = _not_found_message(spec, split, missing, dirs, problems, download)
+        raise DataError(msg, hint=hint)
     return {role: path for role, path in found.items() if path is not None}
 
 
@@ -648,11 +674,19 @@ def load_dataset(
 ) -> Dataset:
     """Find, verify and decode one split of a dataset into memory.
 
+    ``split`` is an official split ("train", "test") or one carved from the training split
+    (:data:`DERIVED_SPLITS`: "fit" = all but its last 5,000 images, "val" = those 5,000).
     Files are looked up in :func:`search_dirs` order and downloaded into the
     user cache only when absent and ``download`` is true. With ``verify`` a
     checksum mismatch raises; ``verify=False`` skips hashing (for edited or
     self-made files) and records "skipped".
     """
+    if split in DERIVED_SPLITS:
+        parent, rows = DERIVED_SPLITS[split]
+        whole = load_dataset(name, parent, data_dir=data_dir, download=download, verify=verify)
+        return dataclasses.replace(
+            whole, split=split, images=whole.images[rows].contiguous(), labels=whole.labels[rows].contiguous()
+        )
     spec = _spec(name)
     files = _split_files(spec, split)
     paths = _locate(spec, split, data_dir, download)

@@ -263,7 +263,7 @@ MAX_PNG_BYTES = 2**20  # one sample PNG (a 28x28 PNG is a few hundred bytes; the
 _NPY_READ_CHUNK = 2**24  # bytes per read of a .npy's data
 
 
-def load_samples(path: str | Path, n: int | None = None) -> np.ndarray:
+def load_samples(path: str | Path, n: int | None = None, *, command: str = "genlab evaluate") -> np.ndarray:
     """The first ``n`` (default all) images of a ``.npy`` array or a folder of PNGs as float32 (N, 1, 28, 28) in [0, 1].
 
     ``.npy``: float in [0, 1] or uint8, shape (N, 1, 28, 28) or (N, 28, 28); nothing is ever
@@ -281,7 +281,7 @@ def load_samples(path: str | Path, n: int | None = None) -> np.ndarray:
         raise GenlabError(f"{path}: expected a run directory, a .npy file or a folder of PNG images")
     else:
         raise GenlabError(f"{path}: no such file or directory")
-    return check_images(arr, path.name, metric="genlab evaluate")
+    return check_images(arr, path.name, metric=command)
 
 
 def _too_many(path: Path, count: int) -> GenlabError:
@@ -515,7 +515,7 @@ class EvalContext:
         """Sample and reference features in ``ext``'s space (the reference from the stats cache)."""
         if ext.name not in self._features:
             self.say(f"features: {ext.name}")
-            ref = reference_statistics(ext, self.real_u8, dataset=self.dataset, split="test")
+            ref = reference_statistics(ext, self.real_u8, dataset=self.dataset, split=self.test.split)
             self._features[ext.name] = Features(ext.features(self.x), ref, ref["features"][self.ref_idx])
         return self._features[ext.name]
 
@@ -561,6 +561,9 @@ def _kid(ctx: EvalContext, ext: Extractor) -> list[Row]:
     feats = ctx.features(ext)
     kid = kernel_inception_distance(feats.samples, feats.subset, n_subsets=100, subset_size=1000, seed=ctx.seed)
     ctx.details["kid" + ctx.suffix(ext)] = {**kid, "extractor": ext.name}
+    # Inception KIDs are ~1e-3..1e-1, so papers print them x10^3; the CNN's unnormalised 128-d
+    # features give KIDs of order 1..1000 already, which a further x10^3 would only blow up.
+    scaled = ext is not ctx.cnn
     return [
         _row(
             "kid" + ctx.suffix(ext),
@@ -569,8 +572,10 @@ def _kid(ctx: EvalContext, ext: Extractor) -> list[Row]:
             "lower",
             ext.name,
             "Unbiased squared MMD between real and sample features (cubic kernel), averaged "
-            "over subsets; about 0 (can be slightly negative) when the distributions match.",
+            "over subsets; about 0 (can be slightly negative) when the distributions match."
+            + (" Shown x10^3 as papers report it; metrics.json's value is the raw MMD^2." if scaled else ""),
             std=kid["std"],
+            **({"display_scale": 1000, "unit": "×10³"} if scaled else {}),
         )
     ]
 
@@ -640,6 +645,16 @@ def _ks(ctx: EvalContext, ext: Extractor) -> list[Row]:
     ctx.details["ks"] = {**ks, "extractor": ctx.cnn.name}
     return [
         _row(
+            "ks_distance",
+            "KS distance (mean)",
+            ks["mean_ks"],
+            "lower",
+            ctx.cnn.name,
+            f"the KS statistic D (largest gap between the real and sample CDFs, 0..1) averaged over the "
+            f"{ks['n_tests']} per-image statistics: how large the differences are, which the count of "
+            "significant tests below cannot say at large n.",
+        ),
+        _row(
             "ks_differing",
             "KS tests differing",
             ks["n_differing"],
@@ -649,7 +664,7 @@ def _ks(ctx: EvalContext, ext: Extractor) -> list[Row]:
             f"features), how many differ from real data (KS test, Holm-adjusted, alpha "
             f"{ks['alpha']}); 0 is best.",
             of=ks["n_tests"],
-        )
+        ),
     ]
 
 
@@ -703,9 +718,11 @@ def _memorisation(ctx: EvalContext, ext: Extractor) -> list[Row]:
             memo["fraction_copies"],
             f"target:{memo['quantile']}",
             "pixels",
-            f"fraction of samples closer to a training image than {memo['quantile']:.0%} "
-            "of unseen real images are; about that fraction for a model that generalises, far "
-            "above it for one that copies.",
+            f"percentage of samples closer to a training image than {memo['quantile']:.0%} "
+            "of unseen real images are; about that percentage for a model that generalises, far "
+            "above it for one that copies (metrics.json's value is the fraction).",
+            display_scale=100,
+            unit="%",
         ),
         _row(
             "memo_nn_ratio",
@@ -785,6 +802,155 @@ def run_metrics(ctx: EvalContext, names: list[str], extractors: list[Extractor])
     return rows
 
 
+# -- reference points: what real data and clearly bad images score ----------------------------------
+# A FID of 345 in genlab's classifier units means nothing alone. Beside each metric a report shows
+# two reference points, scored exactly like samples (same metrics, extractors and n): unseen real
+# images (the floor a perfect model would reach) and the same images blurred (a "clearly bad" mark).
+BLUR_SIGMA = 1.5  # pixels: the strokes of a 28x28 digit smear into a soft blob yet stay legible
+REFERENCE_POINT_SEED = 0  # fixed, so every evaluation of a dataset/extractor/n shares one cache entry
+NO_BASELINE = frozenset({"memo"})  # its rows carry their own real-data yardstick (1 % and ratio 1)
+
+
+def blur(images: np.ndarray, sigma: float = BLUR_SIGMA) -> np.ndarray:
+    """(N, 1, H, W) images in [0, 1] (or uint8) blurred by a Gaussian of ``sigma`` pixels, float32 in [0, 1]."""
+    from scipy.ndimage import gaussian_filter
+
+    x = images.astype(np.float32) / (255.0 if images.dtype == np.uint8 else 1.0)
+    return np.clip(gaussian_filter(x, sigma=(0, 0, sigma, sigma), mode="constant"), 0.0, 1.0)
+
+
+def _reference_point_sets(test, dataset: str, data_dir: str | None, n: int) -> tuple[np.ndarray, Any, dict[str, Any]]:
+    """(real images scored like samples, the real images they are compared with, their description).
+
+    The train split against the test split when it exists; otherwise (MNIST here ships only its
+    test split, and a 'val' reference is carved from train) one random half of the reference
+    against the other, so the floor never compares images with themselves. Random, not first
+    half against second: MNIST's test halves come from different writers (Census employees,
+    then students) and differ measurably, which would make the floor look worse than it is.
+    """
+    import dataclasses
+
+    from .data import load_dataset
+
+    if test.split == "test":
+        try:
+            train = load_dataset(dataset, "train", data_dir=data_dir, download=False)
+        except DataError:
+            pass
+        else:
+            k = min(n, len(train))
+            idx = np.sort(np.random.default_rng(REFERENCE_POINT_SEED).choice(len(train), k, replace=False))
+            return train.images.numpy()[idx], test, {"images": f"{dataset} train ({k} drawn)", "n": k}
+    import torch
+
+    half = len(test) // 2
+    k = min(n, len(test) - half)
+    perm = torch.from_numpy(np.random.default_rng(REFERENCE_POINT_SEED).permutation(len(test)))
+    kept, scored = perm[:half].sort().values, perm[half : half + k].sort().values
+    against = dataclasses.replace(
+        test, split=f"{test.split}-half-a", images=test.images[kept], labels=test.labels[kept]
+    )
+    described = {
+        "images": f"{k} of one random half of {dataset} {test.split}",
+        "n": k,
+        "against": f"the other half, {half} images",
+    }
+    return test.images[scored].numpy(), against, described
+
+
+def reference_points(
+    test,
+    extractors: list[Extractor],
+    metrics: Sequence[str],
+    *,
+    n: int,
+    dataset: str,
+    data_dir: str | None,
+    say: Callable[[str], None] = lambda _msg: None,
+    cache: bool = True,
+) -> dict[str, Any]:
+    """What unseen real images and blurred ones score on ``metrics`` (all but memorisation), with ``n``
+    images each, against ``test`` in ``extractors``' spaces.
+
+    Returns ``{"real": {...}, "blurred": {...}}``, each ``{"images", "n", "values": {"key@extractor":
+    value}}`` (the row ids of :func:`run_metrics`' rows), or ``{}`` when no metric has a reference point.
+    Computed once per dataset, reference images, extractors, metrics and ``n``, then read from a JSON
+    file in :func:`stats_cache_dir`.
+    """
+    import json
+
+    from . import __version__
+    from .io import atomic_write_text, read_json
+
+    names = [m for m in metrics if m in METRIC_REGISTRY and m not in NO_BASELINE]
+    if not names:
+        return {}
+    real, against, described = _reference_point_sets(test, dataset, data_dir, n)
+    content = hashlib.sha256()
+    for arr in (real, against.images.numpy()):
+        content.update(np.ascontiguousarray(arr).tobytes())
+    key = {
+        "genlab": __version__,
+        "dataset": dataset,
+        "metrics": sorted(names),
+        "extractors": [[e.name, e.sha256] for e in extractors],
+        "images": content.hexdigest(),
+        "blur_sigma": BLUR_SIGMA,
+        "seed": REFERENCE_POINT_SEED,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    path = stats_cache_dir() / f"{dataset}-reference-points-n{len(real)}-{digest}.json"
+    against_text = described.pop("against", f"{dataset} {against.split}")
+    about = {
+        "real": {**described, "against": against_text},
+        "blurred": {**described, "images": f"{described['images']}, Gaussian blur sigma {BLUR_SIGMA} px"}
+        | {"against": against_text},
+    }
+    # only the numbers are cached: the descriptions are made afresh, so a reworded one never goes stale
+    values: dict[str, Any] | None = None
+    if cache and path.is_file():
+        try:
+            found = read_json(path, "reference points")
+            if isinstance(found, dict) and found.get("key") == key and isinstance(found.get("values"), dict):
+                values = found["values"]
+        except GenlabError:
+            pass  # damaged: recomputed and replaced below
+    if values is not None and set(values) == set(about):
+        return {name: {**about[name], "values": values[name]} for name in about}
+    say(f"reference points: scoring {described['images']} and the same images blurred (once; then cached)")
+
+    def scores(images: np.ndarray) -> dict[str, Any]:
+        ctx = EvalContext(
+            images,
+            against,
+            dataset=dataset,
+            seed=REFERENCE_POINT_SEED,
+            cnn=extractors[0],
+            train_split="train",
+            data_dir=data_dir,
+            notes=[],
+            say=lambda _msg: None,
+        )
+        return {f"{r['key']}@{r['extractor']}": r["value"] for r in run_metrics(ctx, names, extractors)}
+
+    values = {"real": scores(real.astype(np.float32) / 255), "blurred": scores(blur(real))}
+    if cache:
+        try:
+            atomic_write_text(path, json.dumps({"key": key, "values": values}, allow_nan=False) + "\n")
+        except (GenlabError, OSError, ValueError):
+            pass  # an unwritable cache (or a NaN score) only costs time
+    return {name: {**about[name], "values": values[name]} for name in about}
+
+
+def attach_reference_points(rows: list[Row], points: dict[str, Any]) -> None:
+    """Give each summary row the reference points measured for it: ``row["baselines"] = {"real", "blurred"}``."""
+    for row in rows:
+        rid = f"{row['key']}@{row['extractor']}"
+        found = {name: p["values"][rid] for name, p in points.items() if rid in p.get("values", {})}
+        if found:
+            row["baselines"] = found
+
+
 @dataclass
 class Evaluation:
     """The JSON-ready result plus the images the HTML report shows."""
@@ -809,16 +975,21 @@ def evaluate_samples(
     source: dict[str, Any] | None = None,
     notes: list[str] | None = None,
     log: Callable[[str], None] | None = None,
+    test: Any = None,
+    extractors: list[Extractor] | None = None,
+    baselines: bool = True,
 ) -> Evaluation:
-    """Score ``samples`` (float32 (N, 1, 28, 28) in [0, 1]) against ``dataset``'s test split.
+    """Score ``samples`` (float32 (N, 1, 28, 28) in [0, 1]) against ``dataset``'s test split (or the
+    real images ``test`` given, e.g. the 'val' split when choosing settings).
 
     ``metrics`` are registered names (see :func:`metric`). ``train_split`` is the split the
     model was trained on: memorisation compares with it, falling back to halves of the test
     split when it is missing (or is the test split itself). Everything random (reference
-    subsets, KID subsets) uses ``seed``.
+    subsets, KID subsets) uses ``seed``. ``test`` and ``extractors`` (the classifier first): what
+    :func:`prepare_reference` returned, when the caller checked its inputs before making samples.
+    ``baselines``: add :func:`reference_points` to the rows (``row["baselines"]``) and the result.
     """
     from . import __version__
-    from .data import load_dataset
     from .metrics import check_images
 
     t0 = time.perf_counter()
@@ -827,16 +998,10 @@ def evaluate_samples(
     if unknown:
         parse_metrics(",".join(unknown))  # raises the one error that names them
     x = check_images(samples, "samples", metric="genlab evaluate")
-    short = [m for m in metrics if len(x) < METRIC_REGISTRY[m].min_samples]
-    if short:
-        need = max(METRIC_REGISTRY[m].min_samples for m in short)
-        raise GenlabError(
-            f"{', '.join(short)} need at least {need} samples, got {len(x)}; give more samples "
-            f"or choose other --metrics"
-        )
-    test = load_dataset(dataset, "test", data_dir=data_dir)
-    cnn = classifier_extractor(dataset, classifier, device=device)
-    extractors = [cnn] + ([inception_extractor(inception, device=device)] if inception else [])
+    _check_sample_count(metrics, len(x))
+    if test is None or extractors is None:
+        test, extractors = prepare_reference(dataset, data_dir, classifier, inception, device=device)
+    cnn = extractors[0]
     ctx = EvalContext(
         x,
         test,
@@ -849,16 +1014,21 @@ def evaluate_samples(
         say=log or (lambda _msg: None),
     )
     rows = run_metrics(ctx, metrics, extractors)
+    points: dict[str, Any] = {}
+    if baselines:
+        points = reference_points(test, extractors, metrics, n=ctx.n, dataset=dataset, data_dir=data_dir, say=ctx.say)
+        attach_reference_points(rows, points)
     result = {
         "genlab_version": __version__,
         "dataset": dataset,
-        "reference": {"split": "test", "n": int(len(ctx.real_u8)), "n_subset": int(len(ctx.ref_idx))},
+        "reference": {"split": test.split, "n": int(len(ctx.real_u8)), "n_subset": int(len(ctx.ref_idx))},
         "n": int(ctx.n),
         "seed": int(seed),
         "metrics_requested": metrics,
         "source": source or {},
         "extractors": {e.name: e.describe() for e in extractors},
         "summary": rows,
+        "reference_points": {name: {k: v for k, v in p.items() if k != "values"} for name, p in points.items()},
         "details": ctx.details,
         "notes": ctx.notes,
         "seconds": round(time.perf_counter() - t0, 1),
@@ -885,6 +1055,97 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_dataset_name(dataset: str | None) -> None:
+    """A known dataset name (None: none needed), checked before samples are read or drawn."""
+    from .data import DATASETS
+
+    if dataset is not None and dataset not in DATASETS:
+        raise DataError(f"unknown dataset {dataset!r}; valid names: {', '.join(DATASETS)}")
+
+
+def prepare_reference(
+    dataset: str,
+    data_dir: str | None,
+    classifier: str | Path | None,
+    inception: str | Path | None,
+    *,
+    device: str = "cpu",
+) -> tuple[Any, list[Extractor]]:
+    """(the dataset's test split, [classifier, Inception if asked]): every input an evaluation needs
+    besides the samples, loaded and checked, so a bad one is refused before any sample is drawn."""
+    from .data import load_dataset
+
+    check_dataset_name(dataset)
+    test = load_dataset(dataset, "test", data_dir=data_dir)
+    cnn = classifier_extractor(dataset, classifier, device=device)
+    return test, [cnn] + ([inception_extractor(inception, device=device)] if inception else [])
+
+
+def scored_weights(run_dir: Path) -> dict[str, Any]:
+    """Which weights of a run an evaluation scores, as ``checkpoint.load_run`` chooses them (the final
+    weights, else the newest checkpoint's): ``{"weights_file", "weights_sha256", "step"}``.
+
+    The hash is what tells a metrics.json from before a ``train --resume`` apart from a current one;
+    ``step`` (None when unknown) is for people reading the report.
+    """
+    from .checkpoint import checkpoint_dirs, read_checkpoint_meta
+    from .runs import MODEL_FILE, finished_steps
+
+    weights, step = run_dir / MODEL_FILE, None
+    if os.path.lexists(weights):
+        step = finished_steps(run_dir)
+    else:
+        ckpts = checkpoint_dirs(run_dir)
+        if not ckpts:
+            return {}
+        weights = ckpts[-1] / MODEL_FILE
+        try:
+            step = int(read_checkpoint_meta(ckpts[-1])["step"])
+        except (GenlabError, KeyError, TypeError, ValueError):
+            step = None
+    _check_regular(weights, 2**62, "weights file")  # hashing a FIFO would never end
+    if not weights.is_file():
+        return {}
+    return {
+        "weights_file": str(weights.relative_to(run_dir)),
+        "weights_sha256": file_sha256(weights),
+        "step": step,
+    }
+
+
+def stale_metrics(run_dir: Path, result: Any, metrics_path: Path | None = None) -> str | None:
+    """Why ``result`` (a run's parsed metrics.json) no longer describes the run's weights, or None.
+
+    The weights' hash recorded by :func:`evaluate_path` is compared with the weights there now
+    (e.g. after ``train --resume``). A metrics.json of an older genlab records no hash: it is
+    stale when the weights file is newer than it.
+    """
+    source = result.get("source") if isinstance(result, dict) else None
+    if not isinstance(source, dict) or source.get("kind") != "run":
+        return None
+    now = scored_weights(run_dir)
+    if not now:
+        return None
+    recorded = source.get("weights_sha256")
+    if isinstance(recorded, str):
+        if recorded == now["weights_sha256"]:
+            return None
+        was = f"step {source.get('step')}" if source.get("step") is not None else "earlier weights"
+        is_ = f"step {now['step']}" if now["step"] is not None else "other weights"
+        return (
+            f"it scored {was} (weights sha256 {recorded[:12]}), but {now['weights_file']} now holds {is_} "
+            f"(sha256 {now['weights_sha256'][:12]})"
+        )
+    path = metrics_path or run_dir / "metrics.json"
+    try:
+        newer = (run_dir / now["weights_file"]).stat().st_mtime > path.stat().st_mtime
+    except OSError:
+        return None
+    if newer:
+        return f"it records no weights hash (an older genlab) and {now['weights_file']} was written after it"
+    return None
+
+
 def evaluate_path(
     target: str | Path,
     *,
@@ -897,8 +1158,15 @@ def evaluate_path(
     classifier: str | None = None,
     inception: str | None = None,
     log: Callable[[str], None] | None = None,
+    progress: bool = False,
 ) -> Evaluation:
-    """Evaluate a run directory (sampling ``n``, default 10,000), a ``.npy`` file or a PNG folder."""
+    """Evaluate a run directory (sampling ``n``, default 10,000), a ``.npy`` file or a PNG folder.
+
+    Every input (metric names, sample count, dataset and its files, extractor weights) is checked
+    before any sample is drawn or read. A run's result records the weights it scored
+    (``source.step``, ``source.weights_sha256``: see :func:`stale_metrics`). ``progress`` shows
+    the sampling's progress on stderr (:mod:`genlab.progress`).
+    """
     import torch
 
     from .checkpoint import load_run
@@ -907,8 +1175,10 @@ def evaluate_path(
     target = Path(target)
     say = log or (lambda _msg: None)
     notes: list[str] = []
+    metrics = parse_metrics(",".join(metrics)) if metrics else parse_metrics("")
     if is_run_dir(target):  # a config.json that is not a regular file is refused by load_run, not skipped
         model, run = load_run(target, device=device)
+        weights = scored_weights(target)
         if dataset and dataset != run.data.dataset:
             notes.append(f"the run was trained on {run.data.dataset} but is compared with {dataset} (--dataset)")
         dataset = dataset or run.data.dataset
@@ -916,9 +1186,11 @@ def evaluate_path(
         n = DEFAULT_N if n is None else n
         if n < 1:
             raise ConfigError(f"-n must be >= 1, got {n}")
+        _check_sample_count(metrics, n)
+        test, extractors = prepare_reference(dataset, data_dir, classifier, inception, device=device)
         say(f"sampling {n} images from {target} ({run.family}/{run.preset})")
         gen = torch.Generator(device=model.device).manual_seed(seed)
-        samples = generate(model, n, generator=gen).numpy()
+        samples = generate(model, n, generator=gen, progress=progress).numpy()
         source = {
             "kind": "run",
             "path": str(target),
@@ -926,6 +1198,7 @@ def evaluate_path(
             "family": run.family,
             "preset": run.preset,
             "trained_on": f"{run.data.dataset} {run.data.split}",
+            **weights,
         }
         train_split = run.data.split if run.data.dataset == dataset else "train"
     else:
@@ -933,16 +1206,15 @@ def evaluate_path(
             raise ConfigError(f"say which dataset {target} should be compared with: --dataset mnist|fashion-mnist")
         if n is not None and n < 1:
             raise ConfigError(f"-n must be >= 1, got {n}")
+        check_dataset_name(dataset)
         samples = load_samples(target, n)  # the first n images only: no more is read than is scored
+        _check_sample_count(metrics, len(samples))
+        test, extractors = prepare_reference(dataset, data_dir, classifier, inception, device=device)
         if n is not None:
             if n > len(samples):
                 notes.append(f"-n {n} asked for, but {target} holds only {len(samples)} images: all are used")
         source = {"kind": "npy" if target.is_file() else "png-folder", "path": str(target), "name": target.name}
         train_split = "train"
-    from .data import DATASETS
-
-    if dataset not in DATASETS:  # one clear error before any work
-        raise DataError(f"unknown dataset {dataset!r}; valid names: {', '.join(DATASETS)}")
     return evaluate_samples(
         samples,
         dataset,
@@ -956,7 +1228,19 @@ def evaluate_path(
         source=source,
         notes=notes,
         log=say,
+        test=test,
+        extractors=extractors,
     )
+
+
+def _check_sample_count(metrics: Sequence[str], n: int) -> None:
+    """Refuse ``n`` samples when a chosen metric needs more."""
+    short = [m for m in metrics if n < METRIC_REGISTRY[m].min_samples]
+    if short:
+        need = max(METRIC_REGISTRY[m].min_samples for m in short)
+        raise GenlabError(
+            f"{', '.join(short)} need at least {need} samples, got {n}; give more samples or choose other --metrics"
+        )
 
 
 def is_run_dir(path: Path) -> bool:
@@ -990,7 +1274,15 @@ def require_likelihood_model(run_dir: Path, device: str) -> None:
 
 
 def add_nll(
-    evaluation: Evaluation, run_dir: Path, *, k: int, n_images: int, seed: int, device: str, data_dir: str | None
+    evaluation: Evaluation,
+    run_dir: Path,
+    *,
+    k: int,
+    n_images: int,
+    seed: int,
+    device: str,
+    data_dir: str | None,
+    progress: bool = False,
 ) -> None:
     """Put :func:`genlab.nll.evaluate_likelihood`'s test log-likelihood into the evaluation."""
     import importlib
@@ -1003,7 +1295,14 @@ def add_nll(
     if not hasattr(nll, "evaluate_likelihood"):
         raise GenlabError("--nll needs genlab.nll.evaluate_likelihood, which this genlab installation does not have")
     res = nll.evaluate_likelihood(
-        run_dir, evaluation.result["dataset"], k=k, n_images=n_images, seed=seed, device=device, data_dir=data_dir
+        run_dir,
+        evaluation.result["dataset"],
+        k=k,
+        n_images=n_images,
+        seed=seed,
+        device=device,
+        data_dir=data_dir,
+        progress=progress,
     )
     evaluation.result["nll"] = res
     evaluation.result["summary"].append(
@@ -1019,6 +1318,19 @@ def add_nll(
             std=res.get("iwae_nll_sem"),
         )
     )
+
+
+def _note_stale(run_dir: Path, metrics_path: Path, log: Callable[[str], None]) -> None:
+    """Say that the metrics.json about to be replaced described other weights (e.g. before a resume)."""
+    from .io import read_json
+
+    try:
+        old = read_json(metrics_path, "evaluation")
+    except GenlabError:  # missing or unreadable: nothing to say about it, and it is replaced
+        return
+    why = stale_metrics(run_dir, old, metrics_path)
+    if why:
+        log(f"{metrics_path} is out of date ({why}): evaluating the current weights")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -1037,7 +1349,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 "the likelihood comes from the model, not from samples"
             )
         require_likelihood_model(target, device)
+    from .io import check_writable_folder
+
+    metrics_path, html_path = default_outputs(target, args.out)
+    check_writable_folder(metrics_path.parent)  # not after minutes of sampling and scoring
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    if is_run_dir(target):
+        _note_stale(target, metrics_path, log)
     ev = evaluate_path(
         target,
         dataset=args.dataset,
@@ -1049,11 +1367,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         classifier=args.classifier,
         inception=args.inception,
         log=log,
+        progress=not args.quiet,
     )
     if args.nll:
         log(f"test log-likelihood: k={args.k} on {args.nll_images} images")
-        add_nll(ev, target, k=args.k, n_images=args.nll_images, seed=args.seed, device=device, data_dir=args.data_dir)
-    metrics_path, html_path = default_outputs(target, args.out)
+        add_nll(
+            ev,
+            target,
+            k=args.k,
+            n_images=args.nll_images,
+            seed=args.seed,
+            device=device,
+            data_dir=args.data_dir,
+            progress=not args.quiet,
+        )
     write_metrics_json(ev.result, metrics_path)
     from .io import atomic_write_text
 
@@ -1142,6 +1469,7 @@ def _read_compare_inputs(d: Path) -> dict[str, Any]:
                 f"{d / 'metrics.json'} is not a genlab evaluation ({problem}); run `genlab evaluate {d}` "
                 f"again, or delete it to have compare evaluate the run on the fly"
             )
+    stale = stale_metrics(d, result) if result is not None else None
     try:
         png: bytes | None = read_bytes_capped(d / "samples.png", MAX_SAMPLES_PNG_BYTES, "sample grid")
     except MissingFileError:
@@ -1149,11 +1477,17 @@ def _read_compare_inputs(d: Path) -> dict[str, Any]:
     if png is not None and not png.startswith(_PNG_SIGNATURE):
         png = None  # not a PNG: the page shows no samples rather than a broken picture
     family, preset = config.get("family"), config.get("preset")
+    try:  # how long training took and how fast: comparable across families, unlike their losses
+        summary = read_json(d / "summary.json", "training summary")
+    except GenlabError:  # missing (an unfinished run) or damaged: the page shows n/a, the metrics still count
+        summary = None
     return {
         "config": config,
+        "summary": summary if isinstance(summary, dict) else None,
         "family": family if isinstance(family, str) else None,
         "preset": preset if isinstance(preset, str) else None,
         "result": result,
+        "stale": stale,
         "samples_png": png,
         "records": read_jsonl(d / METRICS_FILE, MAX_JSONL_BYTES),
     }
@@ -1172,16 +1506,31 @@ def compare_runs(
 
     Every run's files are read and checked first, so a damaged run is refused before any run is
     evaluated. A metrics.json that is not a sound genlab evaluation is refused (one line naming
-    the problem), never silently replaced by an on-the-fly evaluation.
+    the problem), never silently replaced by an on-the-fly evaluation. One that scored other
+    weights than the run holds now (:func:`stale_metrics`, e.g. after ``train --resume``) is not
+    used: the run is evaluated on the fly, and its entry's ``stale`` says why.
     """
+    from .checkpoint import load_run
+    from .data import load_dataset
+
     say = log or (lambda _msg: None)
     inputs = [(d, _read_compare_inputs(d)) for d in map(Path, run_dirs)]
+    for d, found in inputs:  # the weights and test data of each run to evaluate, before any is evaluated
+        if found["result"] is None or found["stale"]:
+            _, run = load_run(d, device="cpu")
+            load_dataset(run.data.dataset, "test", data_dir=data_dir if data_dir is not None else run.data.data_dir)
     runs = []
     names: set[str] = set()
     for d, found in inputs:
-        on_the_fly = found["result"] is None
-        if on_the_fly:
+        on_the_fly = found["result"] is None or found["stale"] is not None
+        if found["stale"]:
+            say(
+                f"{d / 'metrics.json'} is out of date: {found['stale']}; evaluating the current weights now "
+                f"with n={n} (`genlab evaluate {d}` refreshes the file)"
+            )
+        elif on_the_fly:
             say(f"{d} has no metrics.json: evaluating it now with n={n}")
+        if on_the_fly:
             result = evaluate_path(d, n=n, seed=seed, device=device, data_dir=data_dir, log=say).result
         else:
             result = found["result"]
@@ -1197,8 +1546,11 @@ def compare_runs(
                 "preset": found["preset"],
                 "result": result,
                 "on_the_fly": on_the_fly,
+                "stale": found["stale"],
                 "samples_png": found["samples_png"],
                 "records": found["records"],
+                "config": found["config"],
+                "summary": found["summary"],
             }
         )
     return runs
@@ -1207,7 +1559,7 @@ def compare_runs(
 def cmd_compare(args: argparse.Namespace) -> int:
     from .device import inference_device
     from .io import atomic_write_text
-    from .report import best_runs, compare_html, verdict
+    from .report import best_runs, comparability_warnings, compare_html, verdict
 
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     out = Path(args.out)
@@ -1218,6 +1570,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise ConfigError(f"{out} is inside the run directory {inside[0]}; write the page elsewhere")
     if out.exists() and not args.overwrite:
         raise GenlabError(f"{out} exists; pass --overwrite to replace it")
+    from .io import check_writable_folder
+
+    check_writable_folder(out.parent)
     runs = compare_runs(
         args.runs, n=args.n, seed=args.seed, device=inference_device(args.device), data_dir=args.data_dir, log=log
     )
@@ -1225,6 +1580,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if not args.quiet:
         for line in verdict(runs, best_runs(runs)):
             print(line)
+        for warning in comparability_warnings(runs):  # the page says the same above its table
+            print(f"warning: {warning}")
         print(f"wrote {out}")
     return 0
 

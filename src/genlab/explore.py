@@ -15,8 +15,9 @@ so a picture is repeatable.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from .argtypes import bounded_int, output_path, seed
 from .errors import GenlabError
@@ -270,10 +271,23 @@ def traverse(
     return _decode(model, z.reshape(-1, d), lab.repeat(z.shape[0] * z.shape[1]))
 
 
+class Ranking(NamedTuple):
+    """How informative each latent dimension is: ``scores`` (D,), higher = more; ``how`` it was
+    measured, in words; ``name``, a short label for a score beside a picture's row."""
+
+    scores: Tensor
+    how: str
+    name: str
+
+    def order(self) -> list[int]:
+        """The dimensions, most informative first (ties in index order)."""
+        import torch
+
+        return torch.argsort(self.scores, descending=True, stable=True).tolist()
+
+
 @_no_grad
-def informativeness(
-    model: LatentModel, images: Tensor, labels: Tensor | None = None, *, seed: int = 0
-) -> tuple[Tensor, str]:
+def informativeness(model: LatentModel, images: Tensor, labels: Tensor | None = None, *, seed: int = 0) -> Ranking:
     """A score per latent dimension (D,), higher = more informative, and how it was measured.
 
     The model's own ranking where it has one (:class:`RankedLatentModel`: a VAE's KL per
@@ -286,11 +300,14 @@ def informativeness(
     from .models.base import EncoderModel, RankedLatentModel
 
     if isinstance(model, RankedLatentModel):
-        return model.latent_informativeness(
+        scores = model.latent_informativeness(
             _as_float(images).to(model.device), _labels(model, labels, images.shape[0])
-        ).float().cpu(), "the model's ranking (a VAE: KL per dimension)"
+        )
+        # a ranked model may name its score (a VAE: "KL", in nats), else a neutral word
+        name = str(getattr(model, "informativeness_name", "score"))
+        return Ranking(scores.float().cpu(), f"the model's own ranking ({name} per dimension)", name)
     if isinstance(model, EncoderModel):
-        return encode_latents(model, images, labels).var(0), "variance of the test images' latents"
+        return Ranking(encode_latents(model, images, labels).var(0), "variance of the images' latents", "var")
     g = torch.Generator().manual_seed(seed)
     z = model.sample_latent(64, generator=g).float().cpu()
     base = _decode(model, z, None)
@@ -300,7 +317,16 @@ def informativeness(
             for j in range(model.latent_dim)
         ]
     )
-    return scores, "mean squared image change per unit step at 64 prior draws"
+    return Ranking(scores, "mean squared image change per unit step at 64 prior draws", "change")
+
+
+def plane_quantiles(n: int) -> Tensor:
+    """The n N(0, 1) quantiles at 5%..95% that a plane's columns (and, reversed, rows) are decoded at."""
+    import numpy as np
+    import torch
+    from scipy.stats import norm
+
+    return torch.tensor(norm.ppf(np.linspace(0.05, 0.95, n)), dtype=torch.float32)
 
 
 def latent_plane(model: LatentModel, n: int = 20, label: int = 0) -> Tensor:
@@ -308,13 +334,11 @@ def latent_plane(model: LatentModel, n: int = 20, label: int = 0) -> Tensor:
 
     Top row = largest z[1]. (n*n, C, H, W) on the CPU: save with nrow = n.
     """
-    import numpy as np
     import torch
-    from scipy.stats import norm
 
     if model.latent_dim != 2:
         raise GenlabError(f"a latent plane needs a 2-d latent, this model's is {model.latent_dim}-d")
-    q = torch.tensor(norm.ppf(np.linspace(0.05, 0.95, n)), dtype=torch.float32)
+    q = plane_quantiles(n)
     zy, zx = torch.meshgrid(q.flip(0), q, indexing="ij")
     z = torch.stack([zx.reshape(-1), zy.reshape(-1)], dim=1)
     return _decode(model, z, torch.full((n * n,), label, dtype=torch.long))
@@ -329,9 +353,7 @@ def manifold(model: LatentModel, n: int = 20, *, mu: Tensor | None = None, label
     ``mu`` (N, D), through their mean, at the same quantiles times each direction's spread
     (the other directions held at the mean). Top row = largest second coordinate.
     """
-    import numpy as np
     import torch
-    from scipy.stats import norm
 
     d = model.latent_dim
     if d == 2:
@@ -339,22 +361,88 @@ def manifold(model: LatentModel, n: int = 20, *, mu: Tensor | None = None, label
     if mu is None:
         raise GenlabError(f"a manifold of a {d}-d latent space needs the latents of test images (mu)")
     mean, comps, std = pca_2d(mu)
-    q = torch.tensor(norm.ppf(np.linspace(0.05, 0.95, n)), dtype=torch.float32)
+    q = plane_quantiles(n)
     b, a = torch.meshgrid(q.flip(0), q, indexing="ij")
     z = mean + (a.reshape(-1, 1) * std[0]) * comps[0] + (b.reshape(-1, 1) * std[1]) * comps[1]
     return _decode(model, z, torch.full((n * n,), label, dtype=torch.long))
 
 
-def scatter(model: EncoderModel, images: Tensor, labels: Tensor, out: Path, class_names=None) -> np.ndarray:
-    """Latents of test images coloured by label, written to ``out`` (PCA scores when D > 2); returns the points."""
+def scatter(
+    model: EncoderModel,
+    images: Tensor,
+    labels: Tensor,
+    out: Path,
+    class_names=None,
+    *,
+    images_words: str = "test images",
+) -> np.ndarray:
+    """Latents of ``images`` coloured by label, written to ``out`` (PCA scores when D > 2); returns the points.
+
+    ``images_words`` says in the title what the images are (e.g. the run's own training images).
+    """
     from .plots import plot_latent_scatter
 
     mu = encode_latents(model, images, labels)
     pts = project_2d(mu).numpy()
     d = mu.shape[1]
-    how = "latent means" if d <= 2 else f"top-2 PCA directions of {d}-d latent means (axes: PC1, PC2)"
-    plot_latent_scatter(pts, labels.cpu().numpy(), out, class_names=class_names, title=f"{how}, {len(pts)} test images")
+    if d <= 2:
+        title, axes = f"latents of {len(pts):,} {images_words}", ("z[0]", "z[1]")
+    else:
+        title = f"latents of {len(pts):,} {images_words},\nprojected on their top-2 principal directions ({d}-d latent)"
+        axes = ("PC1 (widest spread)", "PC2")
+    plot_latent_scatter(pts, labels.cpu().numpy(), out, class_names=class_names, title=title, axis_labels=axes)
     return pts
+
+
+# -- words and layout around the pictures ----------------------------------------------------
+RECONSTRUCT_COLUMNS = 10  # originals per row of a reconstruction picture, each above its reconstruction
+
+
+def images_words(dataset: str, split: str, run_dataset: str, run_split: str) -> str:
+    """What a picture calls the images it shows. A run trained on the test split has no held-out test
+    images: there the test images are its training images, and a picture must say so."""
+    if dataset == run_dataset and split == run_split:
+        return f"training images (the {split} split this run trained on)"
+    if dataset == run_dataset:
+        return f"held-out images ({split} split)"
+    return f"{dataset} {split} images"
+
+
+def pair_rows(top: Tensor, bottom: Tensor, cols: int) -> Tensor:
+    """``top`` and ``bottom`` (N, C, H, W) in rows of ``cols``, each row of ``top`` followed by the same
+    columns of ``bottom``, the last pair of rows filled with white: a grid (nrow=cols) in which every
+    image of ``top`` stands directly above its partner."""
+    import torch
+
+    n = top.shape[0]
+    blank = torch.ones_like(top[:1])
+    rows = []
+    for lo in range(0, n, cols):
+        fill = [blank] * (cols - min(cols, n - lo))
+        rows += [top[lo : lo + cols], *fill, bottom[lo : lo + cols], *fill]
+    return torch.cat(rows)
+
+
+def _signed(v: float, digits: int = 3) -> str:
+    """An offset as a column label: +1.5, -0.75, and 0 unsigned."""
+    return "0" if v == 0 else f"{v:+.{digits}g}"
+
+
+def manifold_labels(n: int, d: int, through: str = "") -> dict:
+    """Words around an n x n manifold (:func:`manifold`) of a ``d``-d latent: the quantiles decoded along
+    each axis, which axes, and a title; ``through`` names the images whose latents set a wider plane."""
+    q = [_signed(v, 2) for v in plane_quantiles(n).tolist()]
+    if d == 2:
+        x, y, unit = "z[0]", "z[1]", "in prior standard deviations"
+    else:
+        x, y, unit = "PC1", "PC2", "in standard deviations of the latents along each"
+    return {
+        "row_labels": q[::-1],
+        "col_labels": q,
+        "corner": f"{y} \\ {x}",
+        "title": f"decoded latent plane{through}: {x} left to right, {y} bottom to top, at the N(0, 1) "
+        f"quantiles 5%..95% ({unit})",
+    }
 
 
 # -- the command line ------------------------------------------------------------------------
@@ -382,7 +470,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
 
     from .checkpoint import load_run
     from .device import inference_device
-    from .sample import save_grid
+    from .sample import save_labelled_grid
 
     run_dir = Path(args.run)
     if args.n is not None and args.n > MAX_N[args.what]:
@@ -392,59 +480,103 @@ def cmd_explore(args: argparse.Namespace) -> int:
         raise GenlabError(f"{out}: explore writes a PNG; give --out FILE.png")
     if out.exists() and not args.overwrite:
         raise GenlabError(f"{out} exists; pass --overwrite to replace it")
+    from .io import check_writable_folder
+
+    check_writable_folder(out.parent)
     model, run = load_run(run_dir, device=inference_device(args.device))
     model.eval()
     what = args.what
     latent = require_latent(model, f"explore --what {what}")
     d = latent.latent_dim
+    from .models.base import NoiseLatentModel
+
+    noise_latent = isinstance(model, NoiseLatentModel) and model.latent_is_noise
+    if noise_latent and what in ("traverse", "manifold"):
+        raise GenlabError(
+            f"explore --what {what} moves single latent coordinates or a plane of them, but this model's "
+            f"{d}-d latent is Gaussian noise (the x_T of deterministic DDIM), whose coordinates mean nothing "
+            "alone; use --what interpolate (slerp between inverted images), reconstruct or scatter"
+        )
     if args.label is not None and not 0 <= args.label < max(model.num_classes, 1):
         raise GenlabError(
             f"--label needs a conditional model and a class in 0..{model.num_classes - 1}, got {args.label}"
             if model.conditional
             else "--label needs a conditional model"
         )
+    words = images_words(args.dataset or run.data.dataset, args.split, run.data.dataset, run.data.split)
     if what == "reconstruct":
         encoder = require_encoder(model, "explore --what reconstruct")
         x, y = _pick(_load_data(args, run), args.n or 10, args.seed)
-        save_grid(reconstruct(encoder, x, y), out, nrow=x.shape[0])
+        n = x.shape[0]
+        cols = min(n, RECONSTRUCT_COLUMNS)
+        pictures = reconstruct(encoder, x, y)
+        save_labelled_grid(
+            pair_rows(pictures[:n], pictures[n:], cols),
+            out,
+            nrow=cols,
+            row_labels=["original", "reconstruction"] * math.ceil(n / cols),
+            title=f"{n} {words}: each original above its reconstruction (the decoded latent)",
+        )
     elif what == "interpolate":
         pairs = args.n or 5
         from .models.base import EncoderModel
 
+        ts = [f"{t:.2g}" for t in torch.linspace(0, 1, args.steps).tolist()]
         if isinstance(model, EncoderModel):
             x, y = _pick(_load_data(args, run), 2 * pairs, args.seed)
             if x.shape[0] < 2:
                 raise GenlabError("interpolation needs at least 2 test images")
             p = x.shape[0] // 2
-            grid = interpolate(
-                model, x[:p], x[p : 2 * p], y[:p], y[p : 2 * p], steps=args.steps, mode=args.mode or "lerp"
+            # a noise latent keeps its N(0, I) norm only along great circles (White 2016)
+            mode = args.mode or ("slerp" if noise_latent else "lerp")
+            grid = interpolate(model, x[:p], x[p : 2 * p], y[:p], y[p : 2 * p], steps=args.steps, mode=mode)
+            save_labelled_grid(
+                grid,
+                out,
+                nrow=args.steps + 2,
+                col_labels=["image a", *ts, "image b"],
+                title=f"each row: two {words} a and b, and between them the decoded latents on the {mode} "
+                "path from a's latent (t = 0) to b's (t = 1)",
             )
-            save_grid(grid, out, nrow=args.steps + 2)
         else:  # no encoder: between pairs of prior draws
             labels = None
             if model.conditional:
                 labels = torch.full((pairs,), args.label or 0, dtype=torch.long)
-            grid = interpolate_prior(
-                latent, pairs, steps=args.steps, mode=args.mode or "slerp", seed=args.seed, labels=labels
+            mode = args.mode or "slerp"
+            grid = interpolate_prior(latent, pairs, steps=args.steps, mode=mode, seed=args.seed, labels=labels)
+            save_labelled_grid(
+                grid,
+                out,
+                nrow=args.steps,
+                col_labels=ts,
+                title=f"each row: the decoded latents on the {mode} path between two draws from the prior, "
+                "z_a (t = 0) and z_b (t = 1)",
             )
-            save_grid(grid, out, nrow=args.steps)
     elif what == "traverse":
         from .models.base import EncoderModel
 
         x, y = _pick(_load_data(args, run), 1000, args.seed)
-        score, ranking = informativeness(latent, x, y, seed=args.seed)
+        ranking = informativeness(latent, x, y, seed=args.seed)
         n = min(args.n or 10, d)
-        dims = sorted(torch.argsort(score, descending=True)[:n].tolist())
+        dims = ranking.order()[:n]
         label = args.label if args.label is not None else int(y[0])
         centre_on_image = args.center == "image" and isinstance(model, EncoderModel)
         image = x[:1] if centre_on_image else None
-        grid = traverse(latent, image, label, dims=dims, values=torch.linspace(-3, 3, args.steps))
-        save_grid(grid, out, nrow=args.steps)
+        offsets = torch.linspace(-3, 3, args.steps)
+        grid = traverse(latent, image, label, dims=dims, values=offsets)
+        centre = "z = 0" if image is None else f"the latent of one of the {words}"
+        save_labelled_grid(
+            grid,
+            out,
+            nrow=args.steps,
+            row_labels=[f"z[{j}]\n{ranking.name} {float(ranking.scores[j]):.3g}" for j in dims],
+            col_labels=[_signed(v) for v in offsets.tolist()],
+            corner="offset",
+            title=f"each row moves one latent coordinate by the offsets above, around {centre}; the {n} most "
+            f"informative of {d} dims, most first, by {ranking.how}",
+        )
         if not args.quiet:
-            print(
-                f"rows: latent dims {dims} (most informative by {ranking}), offsets -3..3 around "
-                f"{'z = 0' if image is None else 'the latent of one test image'}"
-            )
+            print(f"rows: latent dims {dims} (most informative first, by {ranking.how}), offsets -3..3 around {centre}")
     elif what == "manifold":
         n = args.n or 20
         mu = None
@@ -452,12 +584,14 @@ def cmd_explore(args: argparse.Namespace) -> int:
             encoder = require_encoder(model, f"a manifold of a {d}-d latent (its plane comes from test images)")
             x, y = _pick(_load_data(args, run), 5000, args.seed)
             mu = encode_latents(encoder, x, y)
-        save_grid(manifold(latent, n, mu=mu, label=args.label or 0), out, nrow=n)
+        plane = manifold(latent, n, mu=mu, label=args.label or 0)
+        extra = "" if mu is None else f" through the mean latent of {mu.shape[0]:,} {words}"
+        save_labelled_grid(plane, out, nrow=n, **manifold_labels(n, d, extra))
     else:
         encoder = require_encoder(model, "explore --what scatter")
         data = _load_data(args, run)
         x, y = _pick(data, args.n or 5000, args.seed)
-        scatter(encoder, x, y, out, class_names=data.class_names)
+        scatter(encoder, x, y, out, class_names=data.class_names, images_words=words)
     if not args.quiet:
         print(f"wrote {out}")
     return 0
@@ -500,7 +634,8 @@ def register_cli(subparsers) -> None:
     p.add_argument(
         "--mode",
         choices=["lerp", "slerp"],
-        help="interpolation path (default: lerp between encoded images, slerp between prior draws)",
+        help="interpolation path (default: lerp between encoded images, slerp between prior draws and "
+        "between noise latents such as a diffusion model's)",
     )
     p.add_argument(
         "--center",

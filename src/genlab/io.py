@@ -59,6 +59,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def check_writable_folder(folder: Path) -> None:
+    """Refuse, before any work, a folder that cannot be made or written to (its nearest existing ancestor
+    decides): a command must not sample for minutes and then fail to save."""
+    folder = Path(folder)
+    probe = folder if str(folder) else Path(".")
+    while not os.path.lexists(probe) and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise GenlabError(f"cannot write into {folder}: {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise GenlabError(f"cannot write into {folder}: {probe} is not writable")
+
+
 def why(e: OSError) -> str:
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         return "the disk is full"

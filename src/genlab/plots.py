@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,10 @@ def save_figure(fig, path: Path) -> None:
 # Figures a metrics.jsonl line carries that are bookkeeping, not training signals: they are not plotted.
 BOOKKEEPING_KEYS = frozenset({"step", "epoch", "seconds", "lr", "skipped_steps", "applied", "collapsed", "pairwise_l2"})
 MAX_COLUMNS = 4  # panels per row: 4 x 3.6 in keeps a figure under ~15 in wide
+# Figures the trainer's callbacks log, in words; a model describes its own (GenerativeModel.describe_logs)
+CALLBACK_LABELS = {
+    "diversity": ("spread of the fixed progress batch\n(mean pairwise L2, real data = 1)", "ratio to real data"),
+}
 PANEL_SIZE = (3.6, 2.8)  # inches per panel (width, height)
 
 
@@ -69,16 +73,30 @@ def panel_grid(n: int):
     return fig, flat[: max(n, 1)]
 
 
-def plot_losses(metrics_path: Path, out: Path, title: str = "") -> None:
-    """One panel per figure a run logged in ``metrics.jsonl`` (see :func:`curve_keys`) against step."""
+def plot_losses(
+    metrics_path: Path, out: Path, title: str = "", labels: Mapping[str, tuple[str, str]] | None = None
+) -> None:
+    """One panel per figure a run logged in ``metrics.jsonl`` (see :func:`curve_keys`) against step.
+
+    ``labels``: figure name -> (what it measures, its unit), from the model's ``describe_logs``; each
+    panel is titled with the name (as ``metrics.jsonl`` spells it) and what it is, its y axis with the unit.
+    """
     records = read_jsonl(Path(metrics_path))
-    keys = curve_keys(records)
+    # the model's own figures in the order it describes them, before what callbacks logged (a GAN's
+    # diversity, logged from the first progress step, would otherwise come before D's outputs)
+    own = list(labels or {})
+    rank = {k: i for i, k in enumerate(own)}
+    keys = sorted(curve_keys(records), key=lambda k: (not k.startswith("loss"), rank.get(k, len(own))))
+    described = {**CALLBACK_LABELS, **(labels or {})}
     fig, axes = panel_grid(len(keys))
     for ax, key in zip(axes[: len(keys)], keys, strict=True):
         steps, values = curve(records, key)
         # a short run logs a handful of points: markers keep a single point visible
         ax.plot(steps, values, lw=1.2, marker="o" if len(steps) < 20 else None, ms=3)
-        ax.set_title(key)
+        what, unit = described.get(key, ("", ""))
+        ax.set_title(f"{key}: {what}" if what else key, fontsize=9 if what else None)
+        if unit:
+            ax.set_ylabel(unit)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     if not keys:
@@ -89,14 +107,22 @@ def plot_losses(metrics_path: Path, out: Path, title: str = "") -> None:
     save_figure(fig, out)
 
 
-def plot_latent_scatter(z: np.ndarray, labels: np.ndarray, out: Path, class_names=None, title: str = "") -> None:
-    """Posterior means coloured by label (first two coordinates: PCA them first for D > 2)."""
+def plot_latent_scatter(
+    z: np.ndarray,
+    labels: np.ndarray,
+    out: Path,
+    class_names=None,
+    title: str = "",
+    axis_labels: tuple[str, str] = ("z[0]", "z[1]"),
+) -> None:
+    """Points (N, 2) coloured by label: latents of a 2-d latent, or a projection (PCA scores: say so in
+    ``axis_labels``, which the title must agree with)."""
     fig, ax = plt.subplots(figsize=(6, 5))
     sc = ax.scatter(z[:, 0], z[:, 1], c=labels, cmap="tab10", s=3, alpha=0.7, vmin=-0.5, vmax=9.5)
-    cbar = fig.colorbar(sc, ax=ax, ticks=range(10))
+    cbar = fig.colorbar(sc, ax=ax, ticks=range(10), label="label")
     if class_names:
         cbar.ax.set_yticklabels(list(class_names)[:10])
-    ax.set_xlabel("z[0]")
-    ax.set_ylabel("z[1]")
-    ax.set_title(title or "latent means of test images")
+    ax.set_xlabel(axis_labels[0])
+    ax.set_ylabel(axis_labels[1])
+    ax.set_title(title or "latents of test images")
     save_figure(fig, out)

@@ -49,10 +49,58 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
-def better_text(better: str) -> str:
+def better_text(better: str, row: dict[str, Any] | None = None) -> str:
+    """How a row's direction reads: lower, higher, or closer to T in the units ``row`` is shown in."""
     if better.startswith("target:"):
-        return f"closer to {better.split(':', 1)[1]}"
+        target = better.split(":", 1)[1]
+        if row is not None and "display_scale" in row:
+            target = fmt(float(target) * row["display_scale"]) + (" %" if row.get("unit") == "%" else "")
+        return f"closer to {target}"
     return BETTER_WORDS.get(better, better)
+
+
+def shown(row: dict[str, Any], value: Any) -> str:
+    """``value`` of ``row`` as a table shows it: times the row's ``display_scale`` (KID x10^3, copies
+    in %), which metrics.json keeps raw."""
+    scale = row.get("display_scale")
+    if scale is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = value * scale
+    return fmt(value)
+
+
+def label_text(row: dict[str, Any]) -> str:
+    """The metric's name with the unit it is shown in: "KID (×10³)", "likely copies (%)"."""
+    return row["label"] + (f" ({row['unit']})" if row.get("unit") else "")
+
+
+def value_text(row: dict[str, Any]) -> str:
+    """Value, ± std and "of N" as the tables show them."""
+    return (
+        shown(row, row["value"])
+        + (f" ± {shown(row, row['std'])}" if row.get("std") is not None else "")
+        + (f" of {row['of']}" if "of" in row else "")
+    )
+
+
+def baseline_text(row: dict[str, Any], which: str) -> str:
+    """The row's reference point ``which`` ("real" or "blurred"), or "" when it has none."""
+    found = row.get("baselines", {})
+    return shown(row, found[which]) if which in found else ""
+
+
+def fmt_p(p: Any) -> str:
+    """A p-value: below 1e-10 all that matters is that it is tiny (KS at n = 10,000 gives 1e-137)."""
+    if isinstance(p, float) and 0 <= p < 1e-10:
+        return "< 1e-10"
+    return fmt(p)
+
+
+def fmt_near_zero(value: Any, scale: float) -> str:
+    """:func:`fmt`, with a value below a millionth of ``scale`` (e.g. the data's spread) shown as 0:
+    the mean of centred projections is 0 up to rounding, and 1.82e-15 would read as a finding."""
+    if isinstance(value, float) and math.isfinite(value) and scale > 0 and abs(value) < 1e-6 * scale:
+        value = 0.0
+    return fmt(value)
 
 
 def score(row: dict[str, Any]) -> float | None:
@@ -123,17 +171,25 @@ def class_histogram_png(hist: Sequence[float], real: Sequence[float], class_name
     return figure_png(fig)
 
 
-def training_curves_png(runs: Sequence[tuple[str, Path | list[dict[str, Any]]]]) -> bytes | None:
+def training_curves_png(
+    runs: Sequence[tuple[str, Path | list[dict[str, Any]]]],
+    *,
+    colors: Sequence[int] | None = None,
+    skip: frozenset[str] = frozenset(),
+) -> bytes | None:
     """One panel per figure the runs logged in metrics.jsonl (:func:`genlab.plots.curve_keys`), one line
     per run; None if no data. Each run is (name, its metrics.jsonl) or (name, the records read from it).
 
     Only finite numbers are drawn: a damaged log's huge, infinite or NaN values are left out.
+    ``colors``: each run's colour index (default: its position), so a run keeps its colour across
+    figures; ``skip``: figures drawn elsewhere.
     """
     from . import plots
     from .io import read_jsonl
 
     logs = [(name, _plottable(src if isinstance(src, list) else read_jsonl(src))) for name, src in runs]
-    keys = plots.curve_keys(rec for _, records in logs for rec in records)
+    keys = [k for k in plots.curve_keys(rec for _, records in logs for rec in records) if k not in skip]
+    color = list(colors) if colors is not None else list(range(len(logs)))
     if not keys:
         return None
     fig, axes = plots.panel_grid(len(keys))
@@ -143,7 +199,13 @@ def training_curves_png(runs: Sequence[tuple[str, Path | list[dict[str, Any]]]])
             if steps:  # a run that never logged this figure (another family's) gets no line here
                 # one colour per run on every panel, even where earlier runs have no line
                 ax.plot(
-                    steps, values, lw=1.2, label=name, color=f"C{i % 10}", marker="o" if len(steps) < 20 else None, ms=3
+                    steps,
+                    values,
+                    lw=1.2,
+                    label=name,
+                    color=f"C{color[i] % 10}",
+                    marker="o" if len(steps) < 20 else None,
+                    ms=3,
                 )
         ax.set_title(key)
         ax.set_xlabel("step")
@@ -181,19 +243,70 @@ def _notes(notes: Sequence[str]) -> str:
 
 # -- genlab evaluate ------------------------------------------------------------------------
 def metrics_table_text(result: dict[str, Any]) -> str:
-    """The headline numbers as aligned text (what ``genlab evaluate`` prints)."""
-    rows = [("metric", "value", "better", "extractor")]
-    for r in result["summary"]:
-        v = fmt(r["value"]) + (f" ± {fmt(r['std'])}" if "std" in r else "") + (f" of {r['of']}" if "of" in r else "")
-        rows.append((r["label"], v, better_text(r["better"]), r["extractor"] or ""))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    """The headline numbers as aligned text (what ``genlab evaluate`` prints), with the reference
+    points (real data, blurred real data) when the result has them and a line on how to read them."""
+    summary = result["summary"]
+    with_points = any(r.get("baselines") for r in summary)
+    rows = [("metric", "value", *(("real data", "blurred") if with_points else ()), "better", "extractor")]
+    for r in summary:
+        points = (baseline_text(r, "real"), baseline_text(r, "blurred")) if with_points else ()
+        rows.append((label_text(r), value_text(r), *points, better_text(r["better"], r), r["extractor"] or ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    if with_points:
+        lines.append(reading_guide(result))
     return "\n".join(lines)
+
+
+def reading_guide(result: dict[str, Any]) -> str:
+    """One sentence on how to read a metric against its reference points."""
+    points = result.get("reference_points") or {}
+    real, blurred = points.get("real", {}), points.get("blurred", {})
+    if not real:
+        return ""
+    n_note = f", n={real['n']}" if real.get("n") not in (None, result.get("n")) else ""
+    return (
+        f"How to read: 'real data' is what unseen real images ({real.get('images', '?')}{n_note}, against "
+        f"{real.get('against', 'the reference')}) score, the best a model can expect; 'blurred' is the same images "
+        f"after a {blurred.get('images', 'blur').rsplit(', ', 1)[-1]}, a clearly bad mark. A model near 'real data' is "
+        "good; one at or past 'blurred' is no better than blurred real images."
+    )
 
 
 def write_metrics_json(result: dict[str, Any], path: Path) -> None:
     atomic_write_text(Path(path), json.dumps(result, indent=2, allow_nan=False) + "\n")
+
+
+def _scored_weights(source: dict[str, Any]) -> str:
+    """Which weights a run's evaluation scored: a report must not pass for one of the run as it is now."""
+    sha = source.get("weights_sha256")
+    if not isinstance(sha, str):
+        return ""
+    step = source.get("step")
+    at = f"step {step}" if step is not None else "an unrecorded step"
+    return (
+        f'<p class="small">Scored weights: {html.escape(str(source.get("weights_file", "")))} at '
+        f"{html.escape(at)} (sha256 {html.escape(sha[:16])}). After <code>genlab train --resume</code> the run's "
+        "weights change and this report describes the earlier ones: evaluate again.</p>"
+    )
+
+
+SOURCE_KINDS = {"run": "run", "npy": "sample array", "png-folder": "folder of PNGs"}
+
+
+def _source_text(src: dict[str, Any]) -> str:
+    """What was scored, as a sentence: "Scored: run <path> (vae / mlp, trained on mnist test)"."""
+    if not src:
+        return ""
+    what = SOURCE_KINDS.get(str(src.get("kind")), str(src.get("kind", "samples")))
+    facts = []
+    if src.get("family"):
+        facts.append(f"{src['family']} / {src.get('preset', '?')}")
+    if src.get("trained_on"):
+        facts.append(f"trained on {src['trained_on']}")
+    about = f" ({html.escape(', '.join(facts))})" if facts else ""
+    return f"Scored: {html.escape(what)} <code>{html.escape(str(src.get('path', src.get('name', ''))))}</code>{about}."
 
 
 def evaluation_html(evaluation) -> str:
@@ -206,25 +319,36 @@ def evaluation_html(evaluation) -> str:
         f'<p class="small">n = {r["n"]} samples, reference: {html.escape(r["dataset"])} '
         f"{r['reference']['split']} split ({r['reference']['n']} images; {r['reference']['n_subset']} "
         f"drawn for KID, precision/recall and KS), seed {r['seed']}, genlab {r['genlab_version']}, "
-        f"{r['seconds']} s.<br>Source: {html.escape(json.dumps(src))}</p>",
+        f"{r['seconds']} s.<br>{_source_text(src)}</p>",
+        _scored_weights(src),
         _notes(r.get("notes", [])),
     ]
+    with_points = any(row.get("baselines") for row in r["summary"])
     parts.append(
-        "<h2>Metrics</h2><table><tr><th>metric</th><th>value</th><th>better</th><th>extractor</th>"
-        "<th>what it means</th></tr>"
+        "<h2>Metrics</h2><table><tr><th>metric</th><th>value</th>"
+        + (
+            '<th>real data<br><span class="small">floor</span></th><th>blurred<br>'
+            '<span class="small">clearly bad</span></th>'
+            if with_points
+            else ""
+        )
+        + "<th>better</th><th>extractor</th><th>what it means</th></tr>"
     )
     for row in r["summary"]:
-        v = (
-            fmt(row["value"])
-            + (f" ± {fmt(row['std'])}" if "std" in row else "")
-            + (f" of {row['of']}" if "of" in row else "")
+        points = (
+            f'<td class="num">{html.escape(baseline_text(row, "real") or "—")}</td>'
+            f'<td class="num">{html.escape(baseline_text(row, "blurred") or "—")}</td>'
+            if with_points
+            else ""
         )
         parts.append(
-            f'<tr><td>{html.escape(row["label"])}</td><td class="num">{html.escape(v)}</td>'
-            f"<td>{html.escape(better_text(row['better']))}</td><td>{html.escape(row['extractor'] or '')}</td>"
-            f"<td>{html.escape(row['explain'])}</td></tr>"
+            f'<tr><td>{html.escape(label_text(row))}</td><td class="num"><b>{html.escape(value_text(row))}</b></td>'
+            f"{points}<td>{html.escape(better_text(row['better'], row))}</td>"
+            f"<td>{html.escape(row['extractor'] or '')}</td><td>{html.escape(row['explain'])}</td></tr>"
         )
     parts.append("</table>")
+    if with_points:
+        parts.append(f'<p class="small">{html.escape(reading_guide(r))}</p>')
     if r.get("extractors"):
         parts.append(
             '<p class="small">Extractors: '
@@ -289,20 +413,26 @@ def evaluation_html(evaluation) -> str:
     if ks:
         parts.append(
             "<h2>Kolmogorov-Smirnov tests</h2><table><tr><th>statistic</th><th>real mean</th>"
-            "<th>sample mean</th><th>KS distance</th><th>p (Holm)</th><th>differs</th></tr>"
+            "<th>sample mean</th><th>shift (real SDs)</th><th>KS distance D</th><th>p (Holm)</th><th>differs</th></tr>"
         )
         for t in ks["tests"]:
             cls = ' class="best"' if not t["differs"] else ""
+            spread = max(abs(t.get("real_std") or 0.0), abs(t["real_mean"]), abs(t["fake_mean"]))
+            effect = t.get("effect")
             parts.append(
-                f'<tr{cls}><td>{html.escape(str(t["statistic"]))}</td><td class="num">{fmt(t["real_mean"])}</td>'
-                f'<td class="num">{fmt(t["fake_mean"])}</td><td class="num">{fmt(t["ks"])}</td>'
-                f'<td class="num">{fmt(t["p_adjusted"])}</td>'
+                f"<tr{cls}><td>{html.escape(str(t['statistic']))}</td>"
+                f'<td class="num">{fmt_near_zero(t["real_mean"], spread)}</td>'
+                f'<td class="num">{fmt_near_zero(t["fake_mean"], spread)}</td>'
+                f'<td class="num">{"n/a" if effect is None else f"{effect:+.2f}"}</td>'
+                f'<td class="num">{fmt(t["ks"])}</td><td class="num">{fmt_p(t["p_adjusted"])}</td>'
                 f"<td>{'yes' if t['differs'] else 'no'}</td></tr>"
             )
         parts.append(
-            '</table><p class="small">KS distance is the largest gap between the two CDFs (0..1); '
-            "with thousands of samples tiny differences become significant, so read the distance for "
-            "the size of a difference. pc1..pc3 are projections on the real features' principal axes.</p>"
+            '</table><p class="small">Read the sizes, not only the p-values: with thousands of samples '
+            "every small difference is significant. The shift is (sample mean - real mean) / real standard "
+            "deviation (0.2 small, 0.5 medium, 0.8 large, in Cohen's terms); D is the largest gap between the "
+            "two CDFs (0..1). pc1..pc3 are projections on the real features' principal axes (centred: "
+            "their real mean is 0).</p>"
         )
     return _page(title, "\n".join(parts))
 
@@ -350,36 +480,65 @@ def verdict(runs: Sequence[dict[str, Any]], best: dict[str, list[str]]) -> list[
         lines.append("By family: " + ", ".join(f"{f.upper()} wins {by_family[f]}" for f in fams) + ".")
     fid = [rid for rid in best if rid.startswith("fid@")]
     if fid:
-        lines.append(f"On FID ({fid[0].split('@', 1)[1]}) the best is {', '.join(best[fid[0]])}.")
+        winners = best[fid[0]]
+        on = f"On FID ({fid[0].split('@', 1)[1]})"
+        lines.append(f"{on} the best is {winners[0]}." if len(winners) == 1 else f"{on} {' and '.join(winners)} tie.")
     return lines
 
 
-def compare_html(runs: Sequence[dict[str, Any]]) -> str:
-    """Runs side by side. Each run: ``{"name", "family", "preset", "dir", "result", "on_the_fly",
-    "samples_png" (bytes or None), "metrics_path"}``."""
-    title = "genlab compare: " + ", ".join(r["name"] for r in runs)
-    best = best_runs(runs)
-    parts = [f"<h1>{html.escape(title)}</h1>"]
-    notes = []
-    for run in runs:
-        if run.get("on_the_fly"):
-            notes.append(
-                f"{run['name']} had no metrics.json: it was evaluated on the fly with n={run['result']['n']} "
-                f"samples (run `genlab evaluate {run['dir']}` for the full n)."
-            )
-        notes += [f"{run['name']}: {n}" for n in run["result"].get("notes", [])]
+def comparability_warnings(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """Why the runs' numbers are not directly comparable (other datasets, other sample counts), for
+    the page and for the command line alike."""
+    out = []
     datasets = {r["result"].get("dataset") for r in runs}
     if len(datasets) > 1:
-        notes.append(
+        out.append(
             f"the runs were evaluated on different datasets ({', '.join(sorted(map(str, datasets)))}): "
             "their numbers are not comparable"
         )
     ns = {r["result"].get("n") for r in runs}
     if len(ns) > 1:
-        notes.append(
-            f"the runs were evaluated with different sample counts ({', '.join(map(str, sorted(ns)))}); "
-            "FID and precision/recall depend on n, so compare those with care"
+        each = ", ".join(f"{r['name']} n={r['result'].get('n')}" for r in runs)
+        out.append(
+            f"the runs were evaluated with different sample counts ({each}); FID, precision/recall and the "
+            "reference points depend on n, so compare those with care, or evaluate every run with the same "
+            "-n first (genlab evaluate RUN -n N)"
         )
+    return out
+
+
+def strict_best(best: dict[str, list[str]], rid: str) -> str | None:
+    """The one run best on row ``rid``; None when several tie (a tie, even for the worst value, is no one's best)."""
+    names = best.get(rid, [])
+    return names[0] if len(names) == 1 else None
+
+
+def compare_html(runs: Sequence[dict[str, Any]]) -> str:
+    """Runs side by side. Each run: ``{"name", "family", "preset", "dir", "result", "on_the_fly",
+    "stale" (why its metrics.json was not used, or None), "samples_png" (bytes or None), "metrics_path"}``."""
+    title = "genlab compare: " + ", ".join(r["name"] for r in runs)
+    best = best_runs(runs)
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    notes = []
+    for run in runs:
+        if run.get("stale"):
+            notes.append(
+                f"{run['name']}'s metrics.json was out of date ({run['stale']}): the current weights were "
+                f"evaluated on the fly with n={run['result']['n']} samples (run `genlab evaluate {run['dir']}` "
+                "to refresh it)."
+            )
+        elif run.get("on_the_fly"):
+            notes.append(
+                f"{run['name']} had no metrics.json: it was evaluated on the fly with n={run['result']['n']} "
+                f"samples (run `genlab evaluate {run['dir']}` for the full n)."
+            )
+    # a note several runs share (e.g. all trained on the test split) is said once, naming them all
+    by_note: dict[str, list[str]] = {}
+    for run in runs:
+        for n in run["result"].get("notes", []):
+            by_note.setdefault(n, []).append(run["name"])
+    notes += [f"{', '.join(names)}: {n}" for n, names in by_note.items()]
+    notes += comparability_warnings(runs)
     parts.append(f"<h2>{VERDICT_HEADING}</h2>" + "".join(f"<p>{html.escape(s)}</p>" for s in verdict(runs, best)))
     parts.append(_notes(notes))
     parts.append(
@@ -389,7 +548,8 @@ def compare_html(runs: Sequence[dict[str, Any]]) -> str:
             f" / {html.escape(str(r.get('preset')))}</span></th>"
             for r in runs
         )
-        + "<th>best</th></tr>"
+        + '<th>real data<br><span class="small">floor</span></th>'
+        + '<th>blurred<br><span class="small">clearly bad</span></th><th>best</th></tr>'
     )
     seen: list[str] = []
     for run in runs:
@@ -397,19 +557,28 @@ def compare_html(runs: Sequence[dict[str, Any]]) -> str:
     for rid in seen:
         any_row = next(_rows(r["result"])[rid] for r in runs if rid in _rows(r["result"]))
         cells = []
+        winner = strict_best(best, rid)
         for run in runs:
             row = _rows(run["result"]).get(rid)
-            cls = ' class="num best"' if run["name"] in best.get(rid, []) else ' class="num"'
-            cells.append(f"<td{cls}>{html.escape(fmt(row['value'])) if row else '—'}</td>")
+            cls = ' class="num best"' if run["name"] == winner else ' class="num"'
+            cells.append(f"<td{cls}>{html.escape(shown(row, row['value'])) if row else '—'}</td>")
+        for which in ("real", "blurred"):
+            cells.append(f'<td class="num">{html.escape(_compare_point(runs, rid, which) or "—")}</td>')
+        tied = best.get(rid, [])
+        said = winner or (f"tie: {', '.join(tied)}" if tied else "—")
         parts.append(
-            f'<tr><td title="{html.escape(any_row["explain"])}">{html.escape(any_row["label"])}</td>'
-            f"<td>{html.escape(any_row['extractor'] or '')}</td><td>{html.escape(better_text(any_row['better']))}</td>"
+            f'<tr><td title="{html.escape(any_row["explain"])}">{html.escape(label_text(any_row))}</td>'
+            f"<td>{html.escape(any_row['extractor'] or '')}</td>"
+            f"<td>{html.escape(better_text(any_row['better'], any_row))}</td>"
             + "".join(cells)
-            + f"<td>{html.escape(', '.join(best.get(rid, [])) or '—')}</td></tr>"
+            + f"<td>{html.escape(said)}</td></tr>"
         )
+    guide = next((reading_guide(r["result"]) for r in runs if r["result"].get("reference_points")), "")
     parts.append(
-        '</table><p class="small">Hover a metric\'s name for what it means; the best value of each row '
-        "is highlighted.</p>"
+        "</table><p class=\"small\">Hover a metric's name for what it means; a row's value is highlighted "
+        "only where one run is strictly best (ties are not). "
+        + html.escape(guide or "Evaluate the runs with this genlab to see reference points for real and blurred data.")
+        + "</p>"
     )
     parts.append('<h2>Samples</h2><div class="runs">')
     for run in runs:
@@ -420,9 +589,92 @@ def compare_html(runs: Sequence[dict[str, Any]]) -> str:
             + "</div>"
         )
     parts.append("</div>")
-    curves = training_curves_png([(r["name"], r.get("records", Path(r["dir"]) / "metrics.jsonl")) for r in runs])
-    parts.append(
-        "<h2>Training curves</h2>"
-        + (img_tag(curves, "training curves") if curves else "<p><i>no metrics.jsonl in these runs</i></p>")
-    )
+    parts.append(_training_section(runs))
     return _page(title, "\n".join(parts))
+
+
+def _compare_point(runs: Sequence[dict[str, Any]], rid: str, which: str) -> str:
+    """A row's reference point in compare: one value when the runs agree (same n), else each with its n."""
+    seen: dict[str, list[str]] = {}
+    for run in runs:
+        row = _rows(run["result"]).get(rid)
+        if row and which in row.get("baselines", {}):
+            seen.setdefault(baseline_text(row, which), []).append(f"n={run['result'].get('n')}")
+    if len(seen) <= 1:
+        return next(iter(seen), "")
+    return " / ".join(f"{v} ({', '.join(sorted(set(ns)))})" for v, ns in seen.items())
+
+
+CROSS_FAMILY_KEYS = ("images/s", "wall-clock s", "diversity")  # what every family's run logs alike
+
+
+def _cross_family_records(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """Figures any family's run has, from its metrics.jsonl: training speed (images/s between log lines,
+    from ``seconds`` and the config's batch size), wall-clock seconds, and the sample diversity of the
+    progress grids."""
+    records = sorted(_plottable(run.get("records") or []), key=lambda rec: rec["step"])
+    train = (run.get("config") or {}).get("train") or {}
+    batch = train.get("batch_size") if isinstance(train, dict) else None
+    out: list[dict[str, Any]] = []
+    last: tuple[float, float] | None = None
+    for rec in records:
+        point: dict[str, Any] = {"step": rec["step"]}
+        if "seconds" in rec:
+            point["wall-clock s"] = rec["seconds"]
+            if last is not None and _finite(batch) and rec["seconds"] > last[1] and rec["step"] > last[0]:
+                point["images/s"] = (rec["step"] - last[0]) * batch / (rec["seconds"] - last[1])
+            last = (rec["step"], rec["seconds"])
+        if "diversity" in rec:
+            point["diversity"] = rec["diversity"]
+        out.append(point)
+    return out
+
+
+def _training_section(runs: Sequence[dict[str, Any]]) -> str:
+    """Training side by side: a table and a figure of what compares across families (speed, time,
+    sample diversity over training), then each family's own losses, one figure per family."""
+    parts = [
+        "<h2>Training</h2><table><tr><th>run</th><th>family / preset</th><th>steps</th>"
+        "<th>training time</th><th>images/s</th><th>precision</th></tr>"
+    ]
+    for run in runs:
+        summ = run.get("summary") or {}
+        secs = summ.get("seconds")
+        parts.append(
+            f"<tr><td>{html.escape(run['name'])}</td>"
+            f"<td>{html.escape(str(run.get('family')))} / {html.escape(str(run.get('preset')))}</td>"
+            f'<td class="num">{html.escape(fmt(summ.get("steps")))}</td>'
+            f'<td class="num">{html.escape(fmt(secs) + " s" if _finite(secs) else "n/a")}</td>'
+            f'<td class="num">{html.escape(fmt(summ.get("images_per_second")))}</td>'
+            f"<td>{html.escape(str(summ.get('precision', 'n/a')))}</td></tr>"
+        )
+    parts.append(
+        '</table><p class="small">From each run\'s summary.json (n/a: the run has not finished). Speeds compare '
+        "only between runs trained on the same machine.</p>"
+    )
+    colors = {run["name"]: i for i, run in enumerate(runs)}
+    shared = training_curves_png([(run["name"], _cross_family_records(run)) for run in runs])
+    if shared:
+        parts.append(
+            "<h3>Every run: speed, time and sample diversity over training</h3>"
+            + img_tag(shared, "training speed, time and diversity of every run")
+            + '<p class="small">images/s between consecutive log lines; diversity (runs with progress grids) '
+            "is the mean pairwise distance of 64 fixed samples over that of real images: 1 = as varied as "
+            "real data, near 0 = collapse.</p>"
+        )
+    drawn = shared is not None
+    families = list(dict.fromkeys(str(run.get("family")) for run in runs))
+    for family in families:
+        members = [run for run in runs if str(run.get("family")) == family]
+        curves = training_curves_png(
+            [(r["name"], r.get("records", Path(r["dir"]) / "metrics.jsonl")) for r in members],
+            colors=[colors[r["name"]] for r in members],
+            skip=frozenset(CROSS_FAMILY_KEYS),
+        )
+        if curves:
+            heading = f"{family.upper()} losses" if len(families) > 1 else "Training curves"
+            parts.append(f"<h3>{html.escape(heading)}</h3>" + img_tag(curves, f"training curves of the {family} runs"))
+            drawn = True
+    if not drawn:
+        parts.append("<p><i>no metrics.jsonl in these runs</i></p>")
+    return "\n".join(parts)

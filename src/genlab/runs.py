@@ -41,9 +41,54 @@ def _clear_debris(run_dir: Path) -> None:
             remove_quietly(item)
 
 
+RUNS_DIR = "runs"  # where runs go by default, relative to the current directory
+LATEST = "latest"  # RUNS_DIR/latest: a link to the run started last there; `--resume latest` follows it
+
+
 def default_run_dir(run: RunConfig) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{run.family}-{run.preset}-{run.data.dataset}-{stamp}"
+    return Path(RUNS_DIR) / f"{run.family}-{run.preset}-{run.data.dataset}-{stamp}"
+
+
+def mark_latest(run_dir: Path) -> None:
+    """Point ``runs/latest`` at ``run_dir`` when the run lives directly in ``./runs`` (the default place).
+
+    Runs elsewhere leave it alone: a link appearing beside a run in any folder named by ``--out``
+    would litter the user's folders. The link is relative (the runs folder can move) and replaced
+    atomically (a new link renamed over the old), so a reader never sees it missing. Best effort:
+    a filesystem without symlinks, or a real folder named ``latest`` there, only skips the link.
+    """
+    runs = Path(os.path.abspath(RUNS_DIR))
+    run_dir = Path(os.path.abspath(run_dir))
+    if run_dir.parent != runs or run_dir.name == LATEST:
+        return
+    tmp = runs / f".{LATEST}.{os.getpid()}.tmp"
+    try:
+        remove_quietly(tmp)
+        os.symlink(run_dir.name, tmp)
+        os.replace(tmp, runs / LATEST)
+    except OSError:
+        remove_quietly(tmp)
+
+
+def latest_run() -> Path:
+    """The run ``runs/latest`` points to, else the newest ``runs/*`` holding a config.json (by its time)."""
+    runs = Path(RUNS_DIR)
+    link = runs / LATEST
+    if (link / CONFIG_FILE).is_file():
+        return runs / os.readlink(link) if link.is_symlink() else link
+    found = [p for p in runs.glob(f"*/{CONFIG_FILE}") if p.parent.name != LATEST] if runs.is_dir() else []
+    if not found:
+        raise GenlabError(
+            f"no run to resume: {os.path.abspath(RUNS_DIR)} holds no genlab run "
+            f"(`latest` means the newest run under ./{RUNS_DIR}; pass the run directory instead)"
+        )
+    return max(found, key=lambda p: p.stat().st_mtime).parent
+
+
+def resolve_run_dir(run_dir: str | os.PathLike[str]) -> Path:
+    """``"latest"`` as :func:`latest_run`; any other value as the path it is."""
+    return latest_run() if os.fspath(run_dir) == LATEST else Path(run_dir)
 
 
 class RunLock:

@@ -20,7 +20,7 @@ from ..errors import ConfigError
 from .base import GenerativeModel, Preset, StepNoise, StepOutput, TrainSettings
 
 # family name -> module that defines MODEL, PRESETS and CLI_FLAGS
-FAMILIES: dict[str, str] = {"vae": "genlab.models.vae", "gan": "genlab.models.gan"}
+FAMILIES: dict[str, str] = {"vae": "genlab.models.vae", "gan": "genlab.models.gan", "ddpm": "genlab.models.ddpm"}
 
 
 def family_module(name: str) -> ModuleType:
@@ -87,6 +87,37 @@ def model_flags() -> dict[str, ModelFlag]:
     return flags
 
 
+def sample_flags() -> dict[str, ModelFlag]:
+    """Every family's ``genlab sample`` flags (its optional ``SAMPLE_FLAGS``: flag -> (option, type, help)),
+    which a :class:`~genlab.models.base.ConfigurableSampler` takes as ``set_sampling(**options)``."""
+    flags: dict[str, ModelFlag] = {}
+    for fam in FAMILIES:
+        for flag, (option, typ, help_) in getattr(family_module(fam), "SAMPLE_FLAGS", {}).items():
+            known = flags.get(flag)
+            if known is not None and (known.field, known.type) != (option, typ):
+                raise RuntimeError(f"{flag} means {known.field} for {known.families} but {option} for {fam}")
+            families = (*known.families, fam) if known is not None else (fam,)
+            flags[flag] = ModelFlag(flag, option, typ, known.help if known is not None else help_, families)
+    return flags
+
+
+def configure_sampling(model: GenerativeModel, options: dict[str, Any], what: str) -> None:
+    """Apply sampling ``options`` (option -> value, from :func:`sample_flags`) to ``model``; a model without
+    the :class:`~genlab.models.base.ConfigurableSampler` capability is refused by name of its flags."""
+    from .base import ConfigurableSampler
+
+    if not options:
+        return
+    if not isinstance(model, ConfigurableSampler):
+        names = {spec.field: spec.flag for spec in sample_flags().values()}
+        given = [names.get(o, o) for o in options]
+        raise ConfigError(
+            f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to {what}: its model has no "
+            "sampling options (a diffusion model has)"
+        )
+    model.set_sampling(**options)
+
+
 def build_model(family: str, config: Any) -> GenerativeModel:
     """The model a validated config describes, after a dry build has checked that it can be built."""
     dry_build(family, config)
@@ -143,6 +174,7 @@ __all__ = [
     "TrainSettings",
     "all_presets",
     "build_model",
+    "configure_sampling",
     "dry_build",
     "family_module",
     "family_names",
@@ -150,6 +182,7 @@ __all__ = [
     "get_preset",
     "model_flags",
     "register_family",
+    "sample_flags",
 ]
 
 

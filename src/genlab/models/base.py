@@ -12,8 +12,12 @@ against the small protocols below, never by its family name:
 - :class:`LatentModel`: a latent space z ~ p(z) and a decoder z -> image: sampling by z,
   interpolation, traversal (VAEs and GANs alike);
 - :class:`EncoderModel`: also an encoder image -> z: reconstruction, latent scatter, manifold;
+- :class:`PosteriorSpreadModel`: also how uncertain an encoding is (``genlab serve``'s posterior ellipse);
 - :class:`LikelihoodModel`: a lower bound on log p(x) in nats: ``genlab nll``, ``evaluate --nll``;
 - :class:`EMAModel`: weights averaged over training steps for sampling (the trainer updates them);
+- :class:`NoiseLatentModel`: a latent that is Gaussian noise (a diffusion model's x_T): slerp, no traversal;
+- :class:`ConfigurableSampler`: sampling options chosen at sampling time (``genlab sample --sampler ...``);
+- :class:`DenoisingModel`: draws in steps, and can show them (the run's ``denoising.png``);
 - :class:`DiagnosedModel`: a summary of its own health after training (e.g. posterior collapse).
 
 A model never writes files or imports plotting code: pictures and logs are the trainer's
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -95,6 +99,13 @@ class StepContext:
     settings: TrainSettings
 
 
+class LogLabel(NamedTuple):
+    """A logged figure in words: ``what`` it measures (a plot's title) and its ``unit`` (the y axis)."""
+
+    what: str
+    unit: str = ""
+
+
 @dataclass
 class StepOutput:
     """What one training step returns to the trainer.
@@ -157,6 +168,12 @@ class GenerativeModel(nn.Module):
     def collapse_advice(self) -> str:
         """What to try when the progress grids show mode collapse (families refine it)."""
         return "Try more training steps (diversity is low early in every run)."
+
+    def describe_logs(self) -> dict[str, LogLabel]:
+        """What each figure ``train_step`` logs measures and its unit, for ``loss.png``; a figure left
+        out is shown by its name alone. Families say this, since only they know their config (a VAE's
+        likelihood and reduction, a GAN's loss)."""
+        return {}
 
     # -- shared helpers --------------------------------------------------------------------
     @property
@@ -227,10 +244,20 @@ class EncoderModel(LatentModel, Protocol):
 
 
 @runtime_checkable
+class PosteriorSpreadModel(EncoderModel, Protocol):
+    """An encoder model that also says how uncertain its encoding is: ``posterior_std`` gives the
+    standard deviation per latent dimension (B, D) around ``encode_latent``'s point (a VAE: its
+    diagonal Gaussian q(z|x); with an IAF posterior, the Gaussian the flow starts from)."""
+
+    def posterior_std(self, x: Tensor, labels: Tensor | None = None) -> Tensor: ...  # (B, D)
+
+
+@runtime_checkable
 class RankedLatentModel(LatentModel, Protocol):
     """A latent model that can say which latent dimensions carry the most information about images
     (a VAE: KL per dimension); tools fall back to the spread of encoded latents, or the image
-    change per unit step, for models without it."""
+    change per unit step, for models without it. An optional ``informativeness_name`` (a VAE: "KL")
+    names the score where pictures print it."""
 
     def latent_informativeness(self, x: Tensor, labels: Tensor | None = None) -> Tensor: ...  # (D,)
 
@@ -240,7 +267,9 @@ class LikelihoodModel(Protocol):
     """A lower bound on log p(x) per image, in nats (a VAE: the IWAE bound with k draws).
 
     ``likelihood_data`` says which images the bound is a density of: ``"binary"`` (evaluate on
-    stochastically binarised images) or ``"continuous"`` (pixel intensities in [0, 1]).
+    stochastically binarised images), ``"continuous"`` (a density of pixel intensities in [0, 1]) or
+    ``"discrete"`` (a probability of the 8-bit images, 256 levels per pixel: a DDPM's discretised
+    decoder; the figure bits/dim papers report).
     ``likelihood_report`` returns per-image tensors (B,): at least ``"bound"``, and the
     ``"elbo"`` where it differs; ``likelihood_summary`` adds per-dataset figures (e.g. active units).
     """
@@ -272,11 +301,50 @@ class EMAModel(Protocol):
 
 
 @runtime_checkable
+class NoiseLatentModel(LatentModel, Protocol):
+    """A latent model whose latent is high-dimensional Gaussian noise (a diffusion model's x_T, reached by
+    deterministic DDIM): draws lie near the sphere of radius sqrt(D), so paths between latents should be
+    spherical (slerp), and a single coordinate means nothing alone (no traversal, no 2-D plane)."""
+
+    latent_is_noise: bool
+
+
+@runtime_checkable
+class ConfigurableSampler(Protocol):
+    """A model whose sampling procedure is chosen at sampling time (a diffusion model: sampler, steps,
+    eta, guidance). ``set_sampling`` takes the options of its family's ``SAMPLE_FLAGS`` as keywords,
+    changes how ``sample`` draws, and raises :class:`~genlab.errors.ConfigError` for a bad one."""
+
+    def set_sampling(self, **options: Any) -> None: ...
+
+
+@runtime_checkable
+class DenoisingModel(Protocol):
+    """A model that draws an image in steps (a diffusion model): ``denoising_trajectory`` returns
+    (n, frames, C, H, W) in [0, 1], from the starting noise to the final image, for the run's
+    ``denoising.png``."""
+
+    def denoising_trajectory(
+        self, n: int, frames: int = 10, labels: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor: ...
+
+
+@runtime_checkable
 class DiagnosedModel(Protocol):
     """A model that checks its own health on held-out images after training: returns figures for
     ``summary.json`` and a ``"warnings"`` list shown to the user (e.g. posterior collapse)."""
 
     def diagnose(self, images: Tensor, labels: Tensor) -> dict[str, Any]: ...
+
+
+def require_image_shape(family: str, expected: Sequence[int], x: Tensor) -> None:
+    """Refuse a batch whose images are not the shape the networks were built for, naming the fix
+    (a mismatch would otherwise surface as a shape error deep inside a convolution)."""
+    if tuple(x.shape[1:]) != tuple(expected):
+        raise ConfigError(
+            f"{family} configured for images {tuple(expected)} but the data are "
+            f"{tuple(x.shape[1:])}; set model.image_shape to match"
+        )
 
 
 def adam(params, lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Adam:

@@ -62,14 +62,15 @@ from ..runs import (
     claim_run_dir,
     default_run_dir,
     finished_steps,
+    mark_latest,
 )
 from ..seeding import derive_seed, set_seed
-from .callbacks import Callback, default_callbacks
+from .callbacks import Callback, default_callbacks, progress_every
 from .logs import Averager, MetricsLog
 from .schedule import lr_factor
 
 if TYPE_CHECKING:
-    from tqdm import tqdm
+    from ..progress import Progress as ProgressReport
 
 
 class Interrupted(GenlabError):
@@ -80,12 +81,42 @@ class Interrupted(GenlabError):
 
 @dataclass
 class TrainResult:
+    """What one call trained. ``steps``/``epochs`` are the run's totals; ``seconds`` and
+    ``images_per_second`` are this call's, which resumed at ``start_step`` (0 for a new run)
+    after ``seconds_before`` seconds of earlier training."""
+
     run_dir: Path
     steps: int
     epochs: float
     seconds: float
     images_per_second: float
     summary: dict[str, Any] = field(default_factory=dict)
+    start_step: int = 0
+    seconds_before: float = 0.0
+
+    @property
+    def steps_this_call(self) -> int:
+        return self.steps - self.start_step
+
+    @property
+    def total_seconds(self) -> float:
+        """Training seconds of the whole run, this call's included."""
+        return self.seconds_before + self.seconds
+
+    def summary_line(self) -> str:
+        """What ``genlab train`` prints at the end: this call's steps, time and rate; after a resume
+        the run's totals too (a resume that ran 800 steps must not claim the run's 3125)."""
+        epochs_per_step = self.epochs / self.steps if self.steps else 0.0
+        line = (
+            f"trained {self.steps_this_call} steps ({self.steps_this_call * epochs_per_step:.2f} epochs) "
+            f"in {self.seconds:.1f}s, {self.images_per_second:,.0f} images/s"
+        )
+        if self.start_step:
+            line += (
+                f" (resumed at step {self.start_step}); the run now has {self.steps} steps "
+                f"({self.epochs:.2f} epochs), {self.total_seconds:.1f}s of training"
+            )
+        return f"{line} -> {self.run_dir}"
 
 
 # -- signals ----------------------------------------------------------------------------------
@@ -161,7 +192,7 @@ def plan_run(
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
         checkpoint_every=cfg.checkpoint_every or steps_per_epoch,
-        sample_every=cfg.sample_every or default_sample_every,
+        sample_every=cfg.sample_every or progress_every(default_sample_every, total_steps),
         max_seconds=None if cfg.max_minutes is None else 60 * cfg.max_minutes,
         time_clock=cfg.lr_clock == "time",
         scheduled=cfg.lr_schedule != "constant" or cfg.warmup_steps > 0,
@@ -213,7 +244,7 @@ class Progress:
     clock: float = 0.0  # training seconds before the next step
     t0: float = 0.0  # time.perf_counter() when this call's loop began
     images_done: int = 0  # images stepped over by this call
-    lr_scale: float = 1.0  # the schedule's factor for the step just taken (read only when scheduled)
+    lr_scale: float = 1.0  # the schedule's factor for the step just taken (stays 1 when unscheduled)
     perm_epoch: int = -1  # the epoch whose data order ``perm`` holds
     perm: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
 
@@ -363,6 +394,11 @@ class Trainer:
         return self.parts.real_images
 
     @property
+    def metrics_log(self) -> MetricsLog | None:
+        """metrics.jsonl and TensorBoard (None on processes other than the main one)."""
+        return self.parts.log if self.d.main else None
+
+    @property
     def step(self) -> int:
         """Optimiser steps done."""
         return self.progress.step
@@ -401,6 +437,7 @@ class Trainer:
             raise
         if lock is not None:
             lock.commit()
+            mark_latest(self.run_dir)  # runs/latest: what `genlab train --resume latest` continues
             for bad in self.damaged:  # out of the way of the next resume and of pruning (main process only)
                 ckpt.set_aside(bad)
         self.checkpoint = None  # loaded: its tensors need not stay in memory
@@ -415,7 +452,7 @@ class Trainer:
             return self._nothing_to_do(
                 f"already trained for its {self.cfg.max_minutes} minutes (lr_clock=time)", "a larger --max-minutes"
             )
-        bar = _progress_bar(plan.total_steps, self.start_step, enabled=self.d.main and not self.quiet)
+        bar = _progress_bar(plan, self.start_step, enabled=self.d.main and not self.quiet)
         try:
             self._loop(bar)
         finally:
@@ -450,7 +487,12 @@ class Trainer:
         images = self.data.images.to(device)
         labels = self.data.labels.to(device)
         real_images = _first(self.heldout.images, 1000).float().div(255).to(device)
-        log = MetricsLog(self.run_dir, enabled=d.main, resume_step=self.start_step if self.resume else None)
+        log = MetricsLog(
+            self.run_dir,
+            enabled=d.main,
+            resume_step=self.start_step if self.resume else None,
+            hparams=self.run.to_dict(),
+        )
         callbacks = default_callbacks(model, self.plan.sample_every)
         return Parts(
             model=model,
@@ -470,7 +512,7 @@ class Trainer:
             params=_float_params(model),
         )
 
-    def _loop(self, bar: tqdm) -> None:
+    def _loop(self, bar: ProgressReport) -> None:
         parts, plan, progress = self.parts, self.plan, self.progress
         if "rng" in parts.resumed:  # last: building the model and on_train_start may have drawn from the global RNGs
             ckpt.set_rng_states(parts.resumed["rng"])
@@ -563,7 +605,7 @@ class Trainer:
             for group, base in zip(opt.param_groups, bases, strict=False):
                 group["lr"] = base * factor
 
-    def _log_progress(self, bar: tqdm, last: bool, out_of_time: bool) -> None:
+    def _log_progress(self, bar: ProgressReport, last: bool, out_of_time: bool) -> None:
         parts, plan, progress = self.parts, self.plan, self.progress
         step, d = progress.step, self.d
         end_of_epoch = step % plan.steps_per_epoch == 0
@@ -573,8 +615,7 @@ class Trainer:
             record = {"step": step, "epoch": round(step / plan.steps_per_epoch, 4), **parts.averager.pop()}
             if plan.skip_mode:
                 record["skipped_steps"] = progress.skipped
-            if plan.scheduled:
-                record["lr"] = self.cfg.lr * progress.lr_scale  # the rate of the step just taken
+            record["lr"] = self.cfg.lr * progress.lr_scale  # the rate of the step just taken (scale 1 unscheduled)
             record["seconds"] = round(self._elapsed(), 3)
             if not _finite(record):
                 raise self._diverged(f"the mean loss of steps {progress.last_logged + 1}..{step} is NaN or inf")
@@ -582,10 +623,12 @@ class Trainer:
                 record.update(self._progress(step))
             parts.log.write(record)
             progress.last_logged = step
-            bar.update(step - bar.n)
-            bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k.startswith("loss") and isinstance(v, float)})
+            bar.set_figures(**{k: v for k, v in record.items() if k.startswith("loss") and isinstance(v, float)})
         elif d.main and plan.sample_every and step % plan.sample_every == 0:
             parts.log.write({"step": step, "epoch": round(step / plan.steps_per_epoch, 4), **self._progress(step)})
+        bar.update(step)
+        if end_of_epoch:
+            bar.milestone()
 
     def _progress(self, step: int) -> dict[str, float]:
         figures: dict[str, float] = {}
@@ -630,19 +673,28 @@ class Trainer:
         summary: dict[str, Any] = {}
         if self.d.main:
             _check_weights(self.parts.model, progress.checked, progress.step, progress.last_saved)
-            summary = self._write_outputs(progress.elapsed_before + seconds, ips)
+            summary = self._write_outputs(progress.elapsed_before + seconds, ips, seconds)
             for w in summary.get("warnings", []):
                 print(f"warning: {w}", file=sys.stderr)
         if self.d.world_size > 1:
             dist.barrier()
         return TrainResult(
-            self.run_dir, progress.step, progress.step / self.plan.steps_per_epoch, seconds, ips, summary
+            self.run_dir,
+            progress.step,
+            progress.step / self.plan.steps_per_epoch,
+            seconds,
+            ips,
+            summary,
+            start_step=self.start_step,
+            seconds_before=progress.elapsed_before,
         )
 
-    def _write_outputs(self, seconds: float, images_per_second: float) -> dict[str, Any]:
+    def _write_outputs(self, seconds: float, images_per_second: float, call_seconds: float) -> dict[str, Any]:
         """Final weights, samples.png, loss.png, the callbacks' pictures and summary.json (main process).
 
-        summary.json is written last: its presence marks a finished run.
+        summary.json is written last: its presence marks a finished run. ``steps`` and ``seconds``
+        are the run's totals; ``images_per_second`` and ``this_call`` are this call's (after a
+        resume, the steps it ran, from ``start_step``).
         """
         from ..plots import plot_losses
         from ..sample import generate, save_grid
@@ -655,12 +707,18 @@ class Trainer:
         )
         g = torch.Generator().manual_seed(derive_seed(run.train.seed, "samples"))
         save_grid(generate(model, 64, generator=g), run_dir / "samples.png", nrow=8)
-        plot_losses(run_dir / METRICS_FILE, run_dir / "loss.png", title=f"{run.family} / {run.preset}")
+        plot_losses(run_dir / METRICS_FILE, run_dir / "loss.png", f"{run.family} / {run.preset}", model.describe_logs())
         summary: dict[str, Any] = {
             "steps": step,
             "seconds": round(seconds, 2),
             "images_per_second": round(images_per_second, 1),
             "precision": self.plan.precision,
+            "this_call": {
+                "start_step": self.start_step,
+                "steps": step - self.start_step,
+                "seconds": round(call_seconds, 2),
+                "images_per_second": round(images_per_second, 1),
+            },
         }
         if isinstance(model, DiagnosedModel):
             summary.update(model.diagnose(*self.heldout_images(5000)))
@@ -877,9 +935,18 @@ def _match_param_layout(optimizer: torch.optim.Optimizer) -> None:
                     optimizer.state[p][key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
-def _progress_bar(total: int, initial: int, enabled: bool) -> tqdm:
-    from tqdm.auto import tqdm
+def _progress_bar(plan: Plan, initial: int, enabled: bool) -> ProgressReport:
+    """A bar in a terminal; a plain line every 30 s and at each epoch's end in a log (genlab.progress)."""
+    from ..progress import Progress as ProgressReport
 
-    return tqdm(
-        total=total, initial=initial, unit="step", dynamic_ncols=True, disable=not (enabled and sys.stderr.isatty())
+    return ProgressReport(
+        plan.total_steps,
+        desc="train",
+        unit="step",
+        initial=initial,
+        enabled=enabled,
+        per_unit=plan.global_batch,
+        rate_unit="images",
+        where=lambda step: f"epoch {step / plan.steps_per_epoch:.2f}",
+        announce=True,
     )

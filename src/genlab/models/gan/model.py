@@ -28,8 +28,16 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from ...errors import ConfigError
-from ..base import GenerativeModel, StepContext, StepOutput, TrainSettings, adam, optimize
+from ..base import (
+    GenerativeModel,
+    LogLabel,
+    StepContext,
+    StepOutput,
+    TrainSettings,
+    adam,
+    optimize,
+    require_image_shape,
+)
 from .config import GANConfig
 from .losses import d_loss, g_loss, gradient_penalty
 from .networks import Discriminator, Generator, _apply_spectral_norm, _init_dcgan
@@ -81,11 +89,7 @@ class GAN(GenerativeModel):
         ctx: StepContext,
     ) -> StepOutput:
         cfg = self.config
-        if tuple(x.shape[1:]) != tuple(cfg.image_shape):
-            raise ConfigError(
-                f"GAN configured for images {tuple(cfg.image_shape)} but the data are "
-                f"{tuple(x.shape[1:])}; set model.image_shape to match"
-            )
+        require_image_shape("GAN", cfg.image_shape, x)
         G, D = nets["generator"], nets["discriminator"]
         b, dev = x.shape[0], x.device
         real = x * 2.0 - 1.0  # (B, C, H, W) in [-1, 1], G's range
@@ -126,6 +130,35 @@ class GAN(GenerativeModel):
             **extra,
         }
         return StepOutput(loss=logs["loss_d"], logs=logs, applied=applied)
+
+    def describe_logs(self) -> dict[str, LogLabel]:
+        """The two players' losses for this config's ``loss`` (see :mod:`.losses`) and D's mean outputs."""
+        kind = self.config.loss
+        game = "\n(D and G play against each other: not a quality measure)"
+        if kind in ("ns", "minimax"):
+            g = "-log D(G(z))" if kind == "ns" else "log(1 - D(G(z)))"
+            labels = {
+                "loss_d": LogLabel(f"discriminator: BCE on real + on fake{game}", "nats/image (two terms)"),
+                "loss_g": LogLabel(f"generator: {g}", "nats/image"),
+                "d_real": LogLabel("D(x): D's P(real) for real images", "probability"),
+                "d_fake": LogLabel("D(G(z)): D's P(real) for samples", "probability"),
+            }
+        else:
+            d = {
+                "hinge": "max(0, 1 - D(x)) + max(0, 1 + D(G(z)))",
+                "lsgan": "(D(x) - 1)^2 / 2 + D(G(z))^2 / 2",
+                "wgan-gp": "D(G(z)) - D(x) + lambda GP",
+            }[kind]
+            g = "(D(G(z)) - 1)^2 / 2" if kind == "lsgan" else "-D(G(z))"
+            labels = {
+                "loss_d": LogLabel(f"critic: {d}{game}", "critic score (no unit)"),
+                "loss_g": LogLabel(f"generator: {g}", "critic score (no unit)"),
+                "d_real": LogLabel("D(x): mean critic score, real images", "critic score"),
+                "d_fake": LogLabel("D(G(z)): mean critic score, samples", "critic score"),
+            }
+        if kind == "wgan-gp":
+            labels["gp"] = LogLabel("gradient penalty (|grad D(x_hat)| - 1)^2", "squared gradient norm")
+        return labels
 
     # -- capabilities: EMA weights, a latent space ---------------------------------------------
     @property

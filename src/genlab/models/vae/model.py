@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..base import GenerativeModel, StepContext, StepOutput, TrainSettings, adam, optimize
+from ..base import GenerativeModel, LogLabel, StepContext, StepOutput, TrainSettings, adam, optimize
 from .config import VAEConfig
 from .gaussian import (
     active_units,
@@ -357,6 +357,30 @@ class VAE(GenerativeModel):
         logs = {k: v.detach() for k, v in parts.items()}
         return StepOutput(loss=logs["loss"], logs=logs, applied=applied)
 
+    def describe_logs(self) -> dict[str, LogLabel]:
+        """loss, recon and kl in words and units, as this config computes them (see the module doc)."""
+        cfg = self.config
+        per = "pixel" if cfg.recon_reduction == "mean" else "image"
+        # squared errors are the NLL of a fixed-variance Gaussian less its constant; the IWAE loss uses
+        # the full log-density
+        squared = cfg.likelihood == "mse" and cfg.iw_samples == 1
+        if squared:
+            recon = LogLabel(f"squared error, {cfg.recon_reduction} over pixels", f"nats/{per}, up to a constant")
+        else:
+            recon = LogLabel(f"-log p(x|z), {cfg.recon_reduction} over pixels", f"nats/{per}")
+        estimate = "" if self.prior_is_standard_normal else ", one-draw estimate"
+        kl = LogLabel(f"KL(q(z|x) || p(z)){estimate}", "nats/image")
+        const = ", up to a constant" if squared else ""
+        if cfg.iw_samples > 1:
+            loss = LogLabel(f"-IWAE bound, k = {cfg.iw_samples}", "nats/image")
+        elif cfg.beta == 1 and cfg.kl_warmup_steps == 0 and per == "image":
+            loss = LogLabel("-ELBO = recon + kl", f"nats/image{const}")
+        else:
+            warm = f", beta rising over {cfg.kl_warmup_steps:,} steps" if cfg.kl_warmup_steps else ""
+            unit = f"nats/image{const}" if per == "image" else "per-pixel recon + per-image KL"
+            loss = LogLabel(f"recon + beta kl, beta = {cfg.beta:g}{warm}", unit)
+        return {"loss": loss, "recon": recon, "kl": kl}
+
     def diagnose(self, images: Tensor, labels: Tensor) -> dict[str, Any]:
         """Posterior-collapse check on held-out float images: active units, KL per unit, a warning."""
         images, labels = images[:5000], labels[:5000]
@@ -398,6 +422,15 @@ class VAE(GenerativeModel):
     def encode_latent(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         """The posterior mean E[z|x], (B, D): deterministic, so pictures of it repeat."""
         return self.encode(x, labels if self.conditional else None)[0]
+
+    def posterior_std(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Standard deviations of q(z|x) per dimension, (B, D), beside :meth:`encode_latent`'s mean."""
+        return self.encode(x, labels if self.conditional else None)[1].mul(0.5).exp()
+
+    @property
+    def informativeness_name(self) -> str:
+        """What :meth:`latent_informativeness` measures, as a picture labels it."""
+        return "KL" if self.prior_is_standard_normal else "variance"
 
     def latent_informativeness(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         """KL(q(z_j|x) || N(0, 1)) per dimension, averaged over ``x`` (the variance of the posterior
