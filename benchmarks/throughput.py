@@ -34,7 +34,7 @@ from genlab.sample import generate
 from genlab.training import train
 from reference_vae import ExamplesVAE, PerItemDataset, TorchvisionMNIST, examples_loss
 
-DEFAULT_PRESETS = "vae:seed,vae:mlp,vae:conv,gan:seed,gan:dcgan"
+DEFAULT_PRESETS = "vae:seed,vae:mlp,vae:conv,gan:seed,gan:dcgan,ddpm:ddpm"
 WARM_UP_STEPS = 20  # genlab's first log line comes after these; the rate is measured from there
 
 
@@ -98,13 +98,21 @@ def genlab_train_images_per_second(
     return images / (last["seconds"] - first["seconds"]), run.train.batch_size, precision
 
 
-def sampling_images_per_second(family: str, preset: str, n: int = 10_000, device: str = "cpu") -> float:
+def sampling_images_per_second(
+    family: str, preset: str, n: int = 10_000, device: str = "cpu", seconds: float = 20.0
+) -> float:
+    """Images/s of ``generate`` with the preset's default sampler: ``n`` images, or as many batches of 256 as
+    fit in ``seconds`` for a model whose sampling is slow (a diffusion model runs its network 50 times)."""
     model = build_model(family, get_preset(family, preset).model).to(device).eval()
     g = torch.Generator(device=device).manual_seed(0)
-    generate(model, 256, generator=g)  # warm-up
     _sync(device)
     t0 = time.perf_counter()
-    generate(model, n, generator=g)
+    generate(model, 256, generator=g)  # warm-up, and the time of one batch
+    _sync(device)
+    batch_seconds = time.perf_counter() - t0
+    n = min(n, max(256, int(seconds / batch_seconds) * 256))
+    t0 = time.perf_counter()
+    generate(model, n, generator=g, batch_size=256 if n < 10_000 else 10_000)
     _sync(device)
     return n / (time.perf_counter() - t0)
 
@@ -194,7 +202,7 @@ def main() -> None:
         except Exception as e:  # a family not installed yet is reported, not fatal
             print(f"{item:<12} skipped: {e}")
             continue
-        sps = sampling_images_per_second(family, preset, device=args.device)
+        sps = sampling_images_per_second(family, preset, device=args.device, seconds=args.seconds)
         print(f"{item:<12} {batch:>6} {precision:>9} {ips:>12,.0f} {sps:>13,.0f}")
     if args.no_reference:
         return

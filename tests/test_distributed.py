@@ -125,7 +125,10 @@ def test_a_signal_to_one_process_stops_both_at_the_same_step(mnist_dir, tmp_path
     cmd += ["-m", "genlab", "train", "vae", "--preset", "mlp", "--dataset", "mnist", "--data-dir", str(mnist_dir)]
     cmd += ["--split", "test", "--batch-size", "64", "--max-steps", "1000000", "--precision", "fp32", "--quiet"]
     cmd += ["--checkpoint-every", "1000000", "--out", str(out)]
-    launcher = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "torchrun.log"  # a file, not a pipe: an undrained pipe could block a worker mid-step
+    with log.open("w") as sink:
+        launcher = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT, text=True)
+    pids: dict[int, int] = {}
     try:
         pids = _worker_pids(launcher)
         deadline = time.monotonic() + 90
@@ -134,9 +137,15 @@ def test_a_signal_to_one_process_stops_both_at_the_same_step(mnist_dir, tmp_path
             assert time.monotonic() < deadline and launcher.poll() is None, "training did not get going"
             time.sleep(0.1)
         os.kill(pids[1], signal.SIGTERM)
-        _, stderr = launcher.communicate(timeout=120)
+        launcher.wait(timeout=120)
     finally:
         launcher.kill()
+        for pid in pids.values():  # a hung worker outlives its killed launcher
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    stderr = log.read_text()
     assert launcher.returncode != 0  # an interrupted run is not a finished one
     assert "interrupted by signal" in stderr
     last = [json.loads((rank_log / f"rank-{r}.jsonl").read_text().splitlines()[-1])["step"] for r in (0, 1)]

@@ -154,6 +154,8 @@ def run_config(
     data_dir: str | os.PathLike[str] | None = None,
     model: Mapping[str, Any] | None = None,
     train: Mapping[str, Any] | None = None,
+    image_size: int | None = None,
+    skip_bad_images: bool | None = None,
 ) -> RunConfig:
     """The settings of a new run, resolved as ``genlab train`` resolves them.
 
@@ -163,6 +165,10 @@ def run_config(
     fields (:class:`~genlab.config.TrainConfig`). ``data_dir`` is made absolute from the current
     directory, so the run can be resumed from anywhere. The config of a family other than
     ``family``, or a ``preset`` with a ``config``, is a :class:`~genlab.errors.ConfigError`.
+
+    A ``folder:PATH`` dataset (stored with PATH absolute) is decoded here (``image_size``,
+    ``skip_bad_images``: :mod:`genlab.folders`), and the model takes its ``image_shape`` and, when
+    the folder has class sub-folders, its ``num_classes`` from the images, unless ``model`` sets them.
     """
     from .config import DataConfig, RunConfig, TrainConfig, config_from_dict
     from .models import get_family, get_preset
@@ -177,7 +183,8 @@ def run_config(
             raise ConfigError("--preset cannot be combined with --config: the config already holds every setting")
         family, preset = base.family, base.preset
         model_cfg, train_cfg = dataclasses.asdict(base.model), dataclasses.asdict(base.train)
-        data = {"dataset": base.data.dataset, "split": base.data.split, "data_dir": base.data.data_dir}
+        data: dict[str, Any] = {"dataset": base.data.dataset, "split": base.data.split, "data_dir": base.data.data_dir}
+        data |= base.data.load_options()
     elif family is None:
         raise ConfigError(
             "say which model to train: genlab train FAMILY [--preset NAME] (see `genlab presets`), "
@@ -191,12 +198,17 @@ def run_config(
         data = {"dataset": "mnist", "split": "train", "data_dir": None}
     model_cfg.update(model or {})
     train_cfg.update(train or {})
-    given = {"dataset": dataset, "split": split, "data_dir": None if data_dir is None else os.fspath(data_dir)}
+    given: dict[str, Any] = {"dataset": dataset, "split": split, "image_size": image_size}
+    given |= {"data_dir": None if data_dir is None else os.fspath(data_dir), "skip_bad_images": skip_bad_images}
+    if dataset is not None and not dataset.startswith("folder:"):  # a base config's folder settings do not carry over
+        data |= {"image_size": None, "skip_bad_images": False}
     data.update({k: v for k, v in given.items() if v is not None})
     if isinstance(data["data_dir"], str):
         # Relative to where the command runs, now: a README's `--data-dir ../shared/...` must not
         # mean another folder when the run is resumed from elsewhere.
         data["data_dir"] = os.path.abspath(os.path.expanduser(data["data_dir"]))
+    if isinstance(data["dataset"], str) and data["dataset"].startswith("folder:"):
+        _shape_model_to_folder(family, data, model_cfg, explicit=set(model or {}))
     return RunConfig(
         family=family,
         preset=preset,
@@ -204,6 +216,37 @@ def run_config(
         data=config_from_dict(DataConfig, data, "data"),
         train=config_from_dict(TrainConfig, train_cfg, "train"),
     )
+
+
+def _shape_model_to_folder(family: str, data: dict[str, Any], model_cfg: dict[str, Any], explicit: set[str]) -> None:
+    """Store the folder's path absolute and fit the model to its images (shape; classes when labelled)."""
+    from .config import DataConfig, config_from_dict
+    from .data import load_dataset
+    from .folders import FOLDER_PREFIX, folder_root
+    from .models import get_family
+
+    data["dataset"] = FOLDER_PREFIX + str(folder_root(data["dataset"]))
+    cfg = config_from_dict(DataConfig, data, "data")
+    cfg.validate()
+    images = load_dataset(cfg.dataset, cfg.split, **cfg.load_options())
+    labelled = images.num_classes > 1  # a folder's classes are its sub-folders, and one alone is refused
+    if "image_shape" not in explicit:
+        model_cfg["image_shape"] = list(images.images.shape[1:])
+    if model_cfg.get("conditional") and not labelled:
+        raise ConfigError(
+            f"the {family} model is conditional (labels) but {folder_root(cfg.dataset)} has no class sub-folders: "
+            "put each class's images in a sub-folder of its own, or choose an unconditional preset"
+        )
+    if labelled and "num_classes" in model_cfg and "num_classes" not in explicit:
+        model_cfg["num_classes"] = images.num_classes
+    try:
+        config_from_dict(get_family(family).config_class, model_cfg, "model").validate()
+    except ConfigError as e:  # a size the networks cannot take: say where the size came from
+        c, h, w = images.images.shape[1:]
+        raise ConfigError(
+            f"{e.message} (the images of {folder_root(cfg.dataset)} are {h}x{w} with {c} channel(s); "
+            "--image-size N resizes them)"
+        ) from None
 
 
 def train(
@@ -219,6 +262,8 @@ def train(
     overwrite: bool = False,
     quiet: bool = False,
     model: Mapping[str, Any] | None = None,
+    image_size: int | None = None,
+    skip_bad_images: bool | None = None,
     **settings: Any,
 ) -> TrainResult:
     """Train a model as ``genlab train`` does; returns the :class:`~genlab.training.TrainResult`.
@@ -244,6 +289,7 @@ def train(
         given: dict[str, Any] = {"family": family, "preset": preset, "config": config, "dataset": dataset}
         given["split"] = split
         given |= {"data_dir": data_dir, "out": out, "model": model, "overwrite": overwrite or None}
+        given |= {"image_size": image_size, "skip_bad_images": skip_bad_images}
         fixed = sorted(k for k, v in given.items() if v is not None)
         fixed += sorted(k for k in settings if k not in train_fields or not resume_may_change(f"train.{k}"))
         if fixed:
@@ -286,5 +332,7 @@ def train(
         data_dir=data_dir,
         model=model_overrides,
         train=train_overrides,
+        image_size=image_size,
+        skip_bad_images=skip_bad_images,
     )
     return train_run(run, Path(out) if out is not None else None, overwrite=overwrite, quiet=quiet)

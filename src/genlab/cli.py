@@ -89,6 +89,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         fixed = [f for f in [*flags, *TRAIN_FLAGS] if f not in allowed and getattr(args, _dest(f)) is not None]
         fixed += [f"--{f}" for f in ("overwrite",) if getattr(args, f)]
         fixed += [f"--{f}" for f in ("preset", "dataset", "split") if getattr(args, f)]
+        fixed += [f for f in ("--image-size", "--skip-bad-images") if getattr(args, _dest(f))]
         sets = _parse_sets(args.set)
         fixed += [f"--set {k}" for k in sets if not resume_may_change(k)]
         if fixed:
@@ -136,6 +137,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             data_dir=args.data_dir,
             model=model_cfg,
             train=train_cfg,
+            image_size=args.image_size,
+            skip_bad_images=args.skip_bad_images or None,
         )
         result = train(run, Path(args.out) if args.out else None, overwrite=args.overwrite, quiet=args.quiet)
     if not args.quiet and result.seconds > 0:  # 0: a finished run was resumed and left as it was
@@ -239,7 +242,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE.json",
         help="start from these settings (e.g. a run's config.json); flags given explicitly override them",
     )
-    p.add_argument("--dataset", help="mnist or fashion-mnist (default mnist)")
+    p.add_argument(
+        "--dataset",
+        help="mnist, fashion-mnist (default mnist) or folder:PATH, a folder of PNG/JPEG images, optionally one "
+        "sub-folder per class (docs/data.md)",
+    )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        metavar="N",
+        help="folder datasets: resize each image's short side to N (Lanczos) and keep the centre N x N",
+    )
+    p.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        help="folder datasets: leave out unreadable images (each named in a warning) instead of refusing",
+    )
     p.add_argument(
         "--split",
         choices=["train", "test", "fit", "val"],  # genlab.data.split_names(), without importing torch
@@ -322,7 +340,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _extra_commands() -> list[Callable]:
     """Commands that live beside the modules they drive (evaluation, latent exploration, ...)."""
     registrars = []
-    for module in ("genlab.evaluate", "genlab.explore", "genlab.nll", "genlab.fid", "genlab.serve"):
+    for module in (
+        "genlab.evaluate",
+        "genlab.usefulness",
+        "genlab.explore",
+        "genlab.nll",
+        "genlab.fid",
+        "genlab.serve",
+    ):
         try:
             mod = __import__(module, fromlist=["register_cli"])
         except ModuleNotFoundError as e:

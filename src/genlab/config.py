@@ -82,27 +82,54 @@ def _check_types(obj: Any, types: dict[str, tuple[type, ...]], optional: set[str
 
 @dataclass
 class DataConfig:
-    dataset: str = "mnist"  # "mnist" | "fashion-mnist"
+    dataset: str = "mnist"  # "mnist" | "fashion-mnist" | "folder:/absolute/path" (genlab.folders)
     split: str = "train"  # MNIST's train split is not on every machine: --split test trains on t10k
     data_dir: str | None = None  # where to look first (else GENLAB_DATA_DIR, cache, /usr/share/datasets)
     sources: dict = field(default_factory=dict)  # filled at run time: file role -> path actually read
+    image_size: int | None = None  # folders: short side resized to this, centre-cropped square; None: as stored
+    skip_bad_images: bool = False  # folders: leave unreadable files out (named in a warning) instead of refusing
 
     def validate(self) -> None:
         from .data import DATASETS
+        from .folders import is_folder_dataset
 
         _check_types(
-            self, {"dataset": (str,), "split": (str,), "data_dir": (str,), "sources": (dict,)}, {"data_dir"}, "data"
+            self,
+            {
+                "dataset": (str,),
+                "split": (str,),
+                "data_dir": (str,),
+                "sources": (dict,),
+                "image_size": _INT,
+                "skip_bad_images": (bool,),
+            },
+            {"data_dir", "image_size"},
+            "data",
+        )
+        folder = is_folder_dataset(self.dataset)
+        require(
+            folder or self.dataset in DATASETS,
+            f"data.dataset: unknown dataset {self.dataset!r}; valid names: {', '.join(DATASETS)}, folder:PATH",
         )
         require(
-            self.dataset in DATASETS,
-            f"data.dataset: unknown dataset {self.dataset!r}; valid names: {', '.join(DATASETS)}",
+            folder or (self.image_size is None and not self.skip_bad_images),
+            "data.image_size and data.skip_bad_images apply to folder datasets (folder:PATH) only",
+        )
+        require(
+            self.image_size is None or 1 <= self.image_size <= 4096,
+            f"data.image_size must be in 1..4096, got {self.image_size}",
         )
         from .data import split_names
 
+        splits = ("train", "test") if folder else split_names()
         require(
-            self.split in split_names(),
-            f"data.split must be one of {', '.join(split_names())}, got {self.split!r}",
+            self.split in splits,
+            f"data.split must be one of {', '.join(splits)}, got {self.split!r}",
         )
+
+    def load_options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`genlab.data.load_dataset` that only folders use."""
+        return {"image_size": self.image_size, "skip_bad_images": self.skip_bad_images}
         require(
             all(isinstance(k, str) and isinstance(v, str) for k, v in self.sources.items()),
             "data.sources must map file roles to paths (strings)",

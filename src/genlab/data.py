@@ -671,8 +671,14 @@ def load_dataset(
     data_dir: str | os.PathLike[str] | None = None,
     download: bool = True,
     verify: bool = True,
+    image_size: int | None = None,
+    skip_bad_images: bool = False,
 ) -> Dataset:
     """Find, verify and decode one split of a dataset into memory.
+
+    ``name`` may be ``folder:PATH``, a folder of PNG/JPEG images (:mod:`genlab.folders`, where
+    ``image_size`` and ``skip_bad_images`` apply): "train" is its images but the held-out ones,
+    "test" those, both slices of a memory-mapped cache.
 
     ``split`` is an official split ("train", "test") or one carved from the training split
     (:data:`DERIVED_SPLITS`: "fit" = all but its last 5,000 images, "val" = those 5,000).
@@ -681,6 +687,12 @@ def load_dataset(
     checksum mismatch raises; ``verify=False`` skips hashing (for edited or
     self-made files) and records "skipped".
     """
+    from .folders import is_folder_dataset
+
+    if is_folder_dataset(name):
+        return _load_folder(name, split, image_size=image_size, skip_bad_images=skip_bad_images)
+    if image_size is not None or skip_bad_images:
+        raise DataError(f"--image-size and --skip-bad-images apply to folder datasets (folder:PATH), not {name}")
     if split in DERIVED_SPLITS:
         parent, rows = DERIVED_SPLITS[split]
         whole = load_dataset(name, parent, data_dir=data_dir, download=download, verify=verify)
@@ -704,6 +716,33 @@ def load_dataset(
         class_names=spec.class_names,
         sources={role: str(path) for role, path in paths.items()},
         verified=verified,
+    )
+
+
+def _load_folder(name: str, split: str, *, image_size: int | None, skip_bad_images: bool) -> Dataset:
+    from .folders import HELDOUT_PERCENT, folder_root, load_folder
+
+    if split not in ("train", "test"):
+        raise DataError(f"a folder dataset has the splits train and test (its held-out files), not {split!r}")
+    root = folder_root(name)
+    whole = load_folder(root, image_size=image_size, skip_bad_images=skip_bad_images)
+    rows = slice(0, whole.n_train) if split == "train" else slice(whole.n_train, None)
+    images = torch.from_numpy(whole.images[rows])  # (N, C, H, W) uint8, still the memory map
+    if images.shape[0] == 0:
+        raise DataError(
+            f"{root}: the {split} split is empty: {HELDOUT_PERCENT} % of the files (chosen by a hash of "
+            f"their paths) are held out for test, and {len(whole.files)} image(s) gave none to {split}",
+            hint=["add more images (a few dozen give both splits some)"],
+        )
+    return Dataset(
+        name=name,
+        split=split,
+        images=images,
+        labels=torch.from_numpy(whole.labels[rows].copy()),
+        num_classes=max(len(whole.class_names), 1),
+        class_names=whole.class_names or (root.name,),
+        sources={"images": str(root), "cache": str(whole.cache)},
+        verified={"images": "skipped"},
     )
 
 

@@ -1059,6 +1059,14 @@ def check_dataset_name(dataset: str | None) -> None:
     """A known dataset name (None: none needed), checked before samples are read or drawn."""
     from .data import DATASETS
 
+    if dataset is not None and dataset.startswith("folder:"):
+        # The shipped feature networks are 28x28 grayscale CNNs of MNIST and Fashion-MNIST: their
+        # features of another folder's images would be numbers without meaning.
+        raise DataError(
+            f"genlab's metrics need a feature network for the images of {dataset}; the shipped ones are "
+            "28x28 grayscale classifiers of mnist and fashion-mnist, and no extractor for image folders exists "
+            "yet: look at `genlab sample` grids and `genlab nll` bounds instead"
+        )
     if dataset is not None and dataset not in DATASETS:
         raise DataError(f"unknown dataset {dataset!r}; valid names: {', '.join(DATASETS)}")
 
@@ -1349,6 +1357,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 "the likelihood comes from the model, not from samples"
             )
         require_likelihood_model(target, device)
+    if args.cas:
+        from .usefulness import require_conditional_run
+
+        if not is_run_dir(target):
+            raise ConfigError(
+                "--cas needs the run directory of a class-conditional model: CAS trains on labelled samples"
+            )
+        require_conditional_run(target, device, args.data_dir)
     from .io import check_writable_folder
 
     metrics_path, html_path = default_outputs(target, args.out)
@@ -1380,6 +1396,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             device=device,
             data_dir=args.data_dir,
             progress=not args.quiet,
+        )
+    if args.cas:
+        from .usefulness import add_cas
+
+        add_cas(
+            ev,
+            target,
+            n=ev.result["n"],
+            seed=args.seed,
+            device=device,
+            data_dir=args.data_dir,
+            progress=not args.quiet,
+            log=log,
         )
     write_metrics_json(ev.result, metrics_path)
     from .io import atomic_write_text
@@ -1518,7 +1547,12 @@ def compare_runs(
     for d, found in inputs:  # the weights and test data of each run to evaluate, before any is evaluated
         if found["result"] is None or found["stale"]:
             _, run = load_run(d, device="cpu")
-            load_dataset(run.data.dataset, "test", data_dir=data_dir if data_dir is not None else run.data.data_dir)
+            load_dataset(
+                run.data.dataset,
+                "test",
+                data_dir=data_dir if data_dir is not None else run.data.data_dir,
+                **run.data.load_options(),
+            )
     runs = []
     names: set[str] = set()
     for d, found in inputs:
@@ -1646,6 +1680,12 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--nll-images", type=bounded_int(1, 10**6), default=1000, help="test images for --nll (default 1000)"
+    )
+    p.add_argument(
+        "--cas",
+        action="store_true",
+        help="class-conditional runs: add the Classification Accuracy Score (a classifier trained on -n "
+        "generated labelled samples, tested on real data) beside the same classifier trained on real images",
     )
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.set_defaults(func=cmd_evaluate)

@@ -458,10 +458,12 @@ def _pick(dataset, n: int, seed: int) -> tuple[Tensor, Tensor]:
 def _load_data(args, run):
     from .data import load_dataset
 
+    name = args.dataset or run.data.dataset
     return load_dataset(
-        args.dataset or run.data.dataset,
+        name,
         args.split,
         data_dir=args.data_dir if args.data_dir is not None else run.data.data_dir,
+        **(run.data.load_options() if name == run.data.dataset else {}),
     )
 
 

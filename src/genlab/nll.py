@@ -93,7 +93,8 @@ def _test_set(dataset, run, split: str, data_dir: str | None):
             raise GenlabError("say which dataset to evaluate on (a model alone does not record one)")
         name = dataset or run.data.dataset
         dd = data_dir if data_dir is not None else (run.data.data_dir if run else None)
-        dataset = load_dataset(name, split, data_dir=dd)
+        options = run.data.load_options() if run is not None and name == run.data.dataset else {}
+        dataset = load_dataset(name, split, data_dir=dd, **options)
     if not isinstance(dataset, Dataset):
         raise GenlabError(f"dataset must be a genlab Dataset or a name, got {type(dataset).__name__}")
     return dataset
@@ -266,7 +267,8 @@ def cmd_nll(args: argparse.Namespace) -> int:
     check_writable_folder(run_dir)  # nll.json goes there: not after hours of importance sampling
     result = evaluate_likelihood(
         model,
-        args.dataset or run.data.dataset,
+        # loaded here, where the run is known: a folder's images must be sized as the run's were
+        _test_set(args.dataset, run, args.split, args.data_dir),
         k=args.k,
         n_images=args.n,
         batch_size=args.batch_size,

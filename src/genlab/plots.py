@@ -126,3 +126,45 @@ def plot_latent_scatter(
     ax.set_ylabel(axis_labels[1])
     ax.set_title(title or "latents of test images")
     save_figure(fig, out)
+
+
+def plot_augmentation(result: Mapping[str, Any], out: Path) -> None:
+    """``genlab augment``'s figure: real-test accuracy against real images per class (log axis), with and
+    without the generated images, mean ± standard deviation over seeds as error bars, gains annotated."""
+    rows = result["rows"]
+    ks = [r["real_per_class"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for arm, label, fmt in (
+        ("real", "real images only", "o-"),
+        ("real+generated", f"+ {result['synthetic_per_class']} generated per class", "s--"),
+    ):
+        mean = [100 * r[arm]["mean"] for r in rows]
+        std = [100 * r[arm]["std"] for r in rows]
+        ax.errorbar(ks, mean, yerr=std, fmt=fmt, capsize=4, lw=1.5, ms=5, label=label)
+    for r in rows:
+        top = 100 * max(r["real"]["mean"], r["real+generated"]["mean"])
+        ax.annotate(
+            f"{r['gain_points']['mean']:+.1f} pts",
+            (r["real_per_class"], top),
+            textcoords="offset points",
+            xytext=(0, 10),
+            ha="center",
+            fontsize=8,
+        )
+    if len(ks) > 1:
+        ax.set_xscale("log")
+        ax.set_xlim(min(ks) / 1.6, max(ks) * 1.6)  # room for the gain labels at both ends
+    ax.margins(y=0.15)
+    ax.set_xticks(ks)
+    ax.set_xticklabels([str(k) for k in ks])
+    ax.set_xlabel("real training images per class (k)")
+    ax.set_ylabel("accuracy on the real test split (%)")
+    seeds = len(result["seeds"])
+    ax.set_title(
+        f"{result.get('family', '')}/{result.get('preset', '')} on {result.get('dataset', '')}: "
+        f"does generated data help? ({seeds} seed{'s' if seeds != 1 else ''}, ± 1 s.d.)",
+        fontsize=9,
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    save_figure(fig, out)

@@ -47,7 +47,11 @@ LATEST = "latest"  # RUNS_DIR/latest: a link to the run started last there; `--r
 
 def default_run_dir(run: RunConfig) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path(RUNS_DIR) / f"{run.family}-{run.preset}-{run.data.dataset}-{stamp}"
+    # folder:/a/b/icons -> "icons": a path's slashes must not nest the run directory
+    dataset = (
+        os.path.basename(run.data.dataset.rstrip("/")) if run.data.dataset.startswith("folder:") else run.data.dataset
+    )
+    return Path(RUNS_DIR) / f"{run.family}-{run.preset}-{dataset}-{stamp}"
 
 
 def mark_latest(run_dir: Path) -> None:

@@ -170,7 +170,9 @@ class RunExplorer:
         model.eval()
         ex = cls(name=name, run_dir=run_dir, model=model, run=run)
         try:  # never downloads: a server that blocks on the network at start-up looks hung
-            ex.data = load_dataset(run.data.dataset, "test", data_dir=run.data.data_dir, download=False)
+            ex.data = load_dataset(
+                run.data.dataset, "test", data_dir=run.data.data_dir, download=False, **run.data.load_options()
+            )
         except GenlabError as e:
             ex.data_problem = f"the run's test images cannot be read ({e.message})"
         ex._prepare(map_points)

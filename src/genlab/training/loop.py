@@ -313,7 +313,7 @@ class Trainer:
         image_shape = shapes.image_shape
 
         if data is None:
-            data = load_dataset(run.data.dataset, run.data.split, data_dir=run.data.data_dir)
+            data = load_dataset(run.data.dataset, run.data.split, data_dir=run.data.data_dir, **run.data.load_options())
         run.data.sources = dict(data.sources)
         self.data = data
         self.heldout = heldout if heldout is not None else _heldout(run, data)
@@ -526,13 +526,18 @@ class Trainer:
                 # the same decay and stops where the budget ends; otherwise --max-minutes is per call.
                 seconds = self._elapsed() if plan.time_clock else time.perf_counter() - progress.t0
                 out_of_time = plan.max_seconds is not None and not last and seconds > plan.max_seconds
+                halt = bool(stop)  # read once: the signal handler may fill `stop` at any moment
                 if self.d.world_size > 1:  # every process must stop at the same step, or the others hang
-                    out_of_time, seconds = _agree_to_stop(stop, out_of_time, seconds, self.device)
+                    halt, out_of_time, seconds = _agree_to_stop(stop, halt, out_of_time, seconds, self.device)
                 progress.clock = seconds  # the next step's rate: one value, agreed by all processes
                 self._log_progress(bar, last, out_of_time)
-                if progress.step % plan.checkpoint_every == 0 or last or stop or out_of_time:
+                if progress.step % plan.checkpoint_every == 0 or last or halt or out_of_time:
                     self._save()
-                if stop and not last:
+                if halt and not last:
+                    if self.d.world_size > 1:
+                        # torchrun stops every worker as soon as one exits with an error: the others wait
+                        # here until rank 0 has written the checkpoint the message below promises.
+                        dist.barrier()
                     raise Interrupted(
                         f"interrupted by signal {stop['signal']} at step {progress.step}; checkpoint "
                         f"saved. Continue with: genlab train --resume {self.run_dir}"
@@ -732,14 +737,22 @@ class Trainer:
         return summary
 
 
-def _agree_to_stop(stop: dict[str, int], out_of_time: bool, seconds: float, device: torch.device) -> tuple[bool, float]:
+def _agree_to_stop(
+    stop: dict[str, int], halt: bool, out_of_time: bool, seconds: float, device: torch.device
+) -> tuple[bool, bool, float]:
     """All-reduce (max) the stop flags so a signal or time-out seen by one process stops all,
-    and the clock, so a time-based rate is the same in every process."""
-    flags = torch.tensor([float(bool(stop)), float(out_of_time), seconds], dtype=torch.float64, device=device)
+    and the clock, so a time-based rate is the same in every process: (halt, out_of_time, seconds).
+
+    Every process decides from the agreed flags alone. A signal that arrives during the all-reduce
+    is already in ``stop`` but not in this step's flags; acting on it here would stop this process
+    one step before the others, which would then wait for it forever. It counts at the next step.
+    """
+    flags = torch.tensor([float(halt), float(out_of_time), seconds], dtype=torch.float64, device=device)
     dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-    if flags[0] > 0:
+    halt = bool(flags[0] > 0)
+    if halt:
         stop.setdefault("signal", signal.SIGTERM)
-    return bool(flags[1] > 0), float(flags[2])
+    return halt, bool(flags[1] > 0), float(flags[2])
 
 
 def _all_finite(t: Tensor) -> bool:
@@ -868,7 +881,7 @@ def _heldout(run: RunConfig, data: Dataset) -> Dataset:
     if run.data.split == "test":
         return data
     try:
-        return load_dataset(run.data.dataset, "test", data_dir=run.data.data_dir)
+        return load_dataset(run.data.dataset, "test", data_dir=run.data.data_dir, **run.data.load_options())
     except GenlabError:
         return data
 

@@ -124,8 +124,9 @@ class VAEConfig:
             len(self.image_shape) == 3 and all(s >= 1 for s in self.image_shape), "model.image_shape must be (C, H, W)"
         )
         if "conv" in (self.arch, self.encoder_arch):
-            h = self.image_shape[1]
+            h, step = self.image_shape[1], 2 ** len(self.conv_channels)
             require(
-                h % (2 ** len(self.conv_channels)) == 0,
-                f"conv VAE: image height {h} must be divisible by 2^{len(self.conv_channels)}",
+                h % step == 0,
+                f"conv VAE: image height {h} must be divisible by 2^{len(self.conv_channels)} "
+                f"(len(model.conv_channels)), e.g. {', '.join(str(step * k) for k in (7, 8, 16))}",
             )
