@@ -11,7 +11,6 @@ median and 90th percentile round trip per preset, and the server-side decode tim
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import threading
 import time
@@ -24,13 +23,13 @@ import uvicorn
 
 from genlab.models import FAMILIES, all_presets, build_model
 from genlab.models.base import LatentModel, NoiseLatentModel
+from genlab.serve import _bind as serve_socket
 from genlab.serve.app import create_app
 from genlab.serve.explorer import RunExplorer
 
 
 def serve(explorers: dict[str, RunExplorer]) -> tuple[uvicorn.Server, str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock = serve_socket("127.0.0.1", 0)  # the socket `genlab serve` listens on, TCP_NODELAY included
     config = uvicorn.Config(create_app(explorers), log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
