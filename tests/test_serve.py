@@ -2,7 +2,9 @@
 headless Chromium (Playwright driving Debian's /usr/bin/chromium) against a real `genlab serve` process.
 
 The runs are trained here, briefly, on MNIST's test split: a VAE (encoder, likelihood, ranked
-latent), a conditional VAE (labels) and a DCGAN (a decoder alone), so each capability's panels show.
+latent), a conditional VAE (labels), a DCGAN (a decoder alone) and a toy DDPM (a noise latent: no map,
+no sliders, but random z, interpolation, DDIM-inversion encoding and a likelihood bound), so each
+capability's panels show.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from PIL import Image
 from starlette.testclient import TestClient
 
 from genlab.cli import main
+from genlab.serve import explorer as explorer_module
 from genlab.serve.app import create_app
-from genlab.serve.explorer import MAX_UPLOAD_BYTES, RunExplorer
+from genlab.serve.explorer import MAX_UPLOAD_BYTES, REFERENCE_CHUNK, RunExplorer
 
 CHROMIUM = os.environ.get("GENLAB_TEST_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOT_DIR = os.environ.get("GENLAB_SCREENSHOT_DIR")  # keep the browser test's screenshots here
@@ -49,6 +52,19 @@ def runs(mnist_dir, tmp_path_factory) -> dict[str, Path]:
         "cvae": _train(root / "cvae", mnist_dir, "vae", "cvae", "--max-steps", "10"),
         "gan": _train(root / "gan", mnist_dir, "gan", "dcgan", "--max-steps", "3", "--set", "model.width=8"),
     }
+
+
+# a U-Net of 8 and 16 channels, T = 100, 2 DDIM steps per decode: seconds to train, tens of ms to decode
+TINY_DDPM = ["--set", "model.channels=8", "--set", "model.channel_mult=[1,2]", "--set", "model.timesteps=100"]
+TINY_DDPM += ["--set", "model.attention=false", "--set", "model.sample_steps=2", "--set", "model.preview_steps=1"]
+
+
+@pytest.fixture(scope="module")
+def ddpm_run(mnist_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("serve-ddpm") / "ddpm"
+    return _train(
+        out, mnist_dir, "ddpm", "ddpm", "--max-steps", "4", "--log-every", "2", "--batch-size", "16", *TINY_DDPM
+    )
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +172,7 @@ def test_encoding_a_digit_places_it_and_ranks_its_likelihood(client, explorers):
     assert len(out["map_point"]) == 2 and len(out["map_cov"]) == 2 and len(out["std"]) == 20
     lik = out["likelihood"]
     assert lik["bound"] < 0 and 0 <= lik["below"] <= 1 and len(lik["hist"]["counts"]) == 30
+    assert lik["test_n"] == 300  # an MLP VAE scores all its reference images well within the time budget
     # noise is nothing like a digit: its bound falls below the test images' and the hint says so
     noise = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
     odd = client.post("/api/runs/vae/encode", content=png_bytes(noise)).json()["likelihood"]
@@ -169,6 +186,24 @@ def test_encoding_a_digit_places_it_and_ranks_its_likelihood(client, explorers):
     rgba[10:18, 12:16] = 255
     assert client.post("/api/runs/vae/encode", content=png_bytes(rgba)).status_code == 200
     assert client.post("/api/runs/cvae/encode?label=3", content=digit_png(explorers["vae"])).status_code == 200
+
+
+def test_a_slow_likelihood_is_ranked_among_fewer_test_images(runs, monkeypatch):
+    """The reference is scored in chunks while they fit the budget: a DDPM's U-Net would take minutes for 300."""
+    monkeypatch.setattr(explorer_module, "REFERENCE_SECONDS", 0.0)  # as if one chunk took the whole budget
+    ex = RunExplorer.load(runs["vae"], "vae", map_points=50)
+    lik = TestClient(create_app({"vae": ex})).post("/api/runs/vae/encode", content=digit_png(ex)).json()["likelihood"]
+    assert lik["test_n"] == REFERENCE_CHUNK and sum(lik["hist"]["counts"]) == REFERENCE_CHUNK
+
+
+def test_a_diffusion_run_offers_what_a_noise_latent_allows(ddpm_run):
+    ex = RunExplorer.load(ddpm_run, "ddpm", map_points=50)
+    info = TestClient(create_app({"ddpm": ex})).get("/api/runs/ddpm").json()
+    assert info["latent_dim"] == 784 and info["map"] is None and info["sliders"] == []
+    panels = info["panels"]
+    assert {name for name, p in panels.items() if p["ok"]} == {"random", "interpolate", "encode", "likelihood"}
+    assert "Gaussian noise" in panels["map"]["reason"] and panels["sliders"] == panels["map"]
+    assert info["interpolation_mode"] == "slerp"
 
 
 def test_run_panel_curves_pictures_and_evaluation(client, runs, tmp_path):
@@ -352,6 +387,16 @@ def _new_src(page, selector: str, old: str | None) -> str:
     return src
 
 
+def _stop(proc: subprocess.Popen) -> int:
+    """Ctrl-C (SIGINT) the server, as a user stops it, and its exit status."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+
+
 def test_the_page_in_a_real_browser(runs, tmp_path):
     from playwright import sync_api  # imported here: collecting the other tests needs no browser stack
     from playwright.sync_api import expect
@@ -421,10 +466,81 @@ def test_the_page_in_a_real_browser(runs, tmp_path):
             browser.close()
         assert errors == []
     finally:
-        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        try:
-            code = proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        code = _stop(proc)
+    assert code == 0, proc.stderr.read() if proc.stderr else ""
+
+
+def test_a_diffusion_run_in_a_real_browser(ddpm_run, tmp_path):
+    """A DDPM's latent is x_T, Gaussian noise: no map and no sliders (each says why), but random z,
+    temperature, slerp interpolation, encoding by DDIM inversion with its likelihood bound, and the run panel."""
+    from playwright import sync_api
+    from playwright.sync_api import expect
+
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium (or set GENLAB_TEST_CHROMIUM)")
+    shots = Path(SCREENSHOT_DIR) if SCREENSHOT_DIR else tmp_path
+    shots.mkdir(parents=True, exist_ok=True)
+    proc = _start_server(ddpm_run)
+    errors: list[str] = []
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            url = _url(proc)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.goto(url)
+            page.wait_for_selector("body[data-ready=true]")
+            expect(page.locator("#run-title")).to_contain_text("ddpm/ddpm · 784-d latent")
+
+            # the panels a noise latent cannot fill are hidden, each with its reason
+            expect(page.locator("#map-card > .body")).to_be_hidden()
+            expect(page.locator("#map-card > .na")).to_contain_text("Gaussian noise (a diffusion model's x_T)")
+            expect(page.locator("#ranking")).to_contain_text("mean nothing alone")
+            expect(page.locator(".zslider")).to_have_count(0)
+
+            # z = 0 decodes; random z and the temperature move it
+            first = _new_src(page, "#decoded", None)
+            expect(page.locator("#decode-status")).to_contain_text("z = 0")
+            page.click("#random")
+            expect(page.locator("#decode-status")).to_contain_text("random z")
+            drawn = _new_src(page, "#decoded", first)
+            page.locator("#temperature").fill("0.5")
+            expect(page.locator("#decode-status")).to_contain_text("temperature 0.50")
+            _new_src(page, "#decoded", drawn)
+
+            # slerp (prior draws) between two random latents
+            expect(page.locator("#mode")).to_have_value("slerp")
+            page.click("#set-a")
+            page.click("#random")
+            expect(page.locator("#decode-status")).to_contain_text("random z")
+            page.click("#set-b")
+            expect(page.locator("#strip img")).to_have_count(10)
+            expect(page.locator("#interp-status")).to_contain_text("slerp from A to B")
+
+            # a drawing is encoded by DDIM inversion and ranked by its bound among (some) test images
+            d = page.locator("#draw").bounding_box()
+            page.mouse.move(d["x"] + 98, d["y"] + 30)
+            page.mouse.down()
+            page.mouse.move(d["x"] + 98, d["y"] + 166, steps=8)
+            page.mouse.up()
+            expect(page.locator("#encode-result")).to_be_visible(timeout=20_000)
+            expect(page.locator("#encode-status")).to_have_text("")
+            assert page.get_attribute("#recon", "src").startswith("data:image/png")
+            expect(page.locator("#likelihood")).to_contain_text("nats")
+            expect(page.locator("#likelihood")).to_contain_text("test images' bounds")
+            expect(page.locator("#decode-status")).to_contain_text("your image's latent")
+
+            # the run panel: its preset, curves and sample grid (loaded: a broken image has no natural width)
+            expect(page.locator("#run-desc")).to_contain_text("ddpm/ddpm: denoising diffusion")
+            expect(page.locator("#curves canvas")).not_to_have_count(0)
+            grid = page.locator("#pictures img.samples")
+            expect(grid).to_have_attribute("src", "/api/runs/ddpm/files/samples.png")
+            grid.scroll_into_view_if_needed()
+            assert grid.evaluate("img => img.complete && img.naturalWidth > 0")
+            page.screenshot(path=str(shots / "serve-ddpm.png"), full_page=True)
+            browser.close()
+        assert errors == []
+    finally:
+        code = _stop(proc)
     assert code == 0, proc.stderr.read() if proc.stderr else ""

@@ -456,10 +456,16 @@ function setupDrawing() {
 const requestEncode = coalescer(
   async (req) => {
     const label = S.info.conditional ? `?label=${currentLabel()}` : "";
-    return api(runPath(`/encode${label}`), { method: "POST", headers: { "Content-Type": "application/octet-stream" }, body: req.blob });
+    try {
+      return await api(runPath(`/encode${label}`), { method: "POST", headers: { "Content-Type": "application/octet-stream" }, body: req.blob });
+    } catch (err) {
+      if (req.run === S.info.name) $("encode-status").textContent = "";
+      throw err;
+    }
   },
   (out, req) => {
     if (req.run !== S.info.name) return;
+    $("encode-status").textContent = "";
     $("encode-result").hidden = false;
     $("seen").src = out.input;
     $("recon").src = out.reconstruction;
@@ -473,6 +479,8 @@ const requestEncode = coalescer(
 );
 
 function encodeBytes(blob) {
+  // a likelihood model's first image also scores the test images it is ranked among (seconds): say so
+  $("encode-status").textContent = S.info.panels.likelihood.ok ? "encoding… (the first image of a run also scores the test images)" : "encoding…";
   requestEncode({ blob, run: S.info.name });
 }
 
@@ -516,7 +524,7 @@ function showLikelihood(lik) {
   g.fillText(right, c.width - g.measureText(right).width, c.height - 1);
   const cap = document.createElement("p");
   cap.className = "caption";
-  cap.textContent = "test images' bounds (grey), yours (red)";
+  cap.textContent = `${lik.test_n} test images' bounds (grey), yours (red)`;
   box.append(p, c, cap);
 }
 
@@ -691,6 +699,7 @@ async function showRun(name) {
   $("strip").textContent = "";
   $("picked").hidden = true;
   $("encode-result").hidden = true;
+  $("encode-status").textContent = "";
   $("interp-status").textContent = "set A and B (hover, click a dot or draw, then press the buttons)";
   $("sliders").textContent = "";
   if (P.sliders.ok) buildSliders();
