@@ -150,3 +150,37 @@ def test_preprocessing_is_grey_to_rgb_bilinear_299_then_minus_one_to_one(digits)
     net(torch.stack([torch.zeros(1, 28, 28), torch.ones(1, 28, 28)]))
     assert torch.allclose(seen[1][0], torch.full_like(seen[1][0], -1.0))
     assert torch.allclose(seen[1][1], torch.full_like(seen[1][1], 1.0))
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("shape", [(2, 3, 32, 32), (2, 3, 45, 37), (2, 1, 64, 64)], ids=["rgb32", "rgb45x37", "grey64"])
+def test_rgb_and_other_sizes_match_pytorch_fid(networks, shape):
+    """Colour images and sizes other than 28x28 go through the same resize and network as in pytorch-fid
+    (whose wrapper takes RGB at any size and resizes to 299 x 299 itself)."""
+    ours, reference = networks
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(5))
+    mine = ours(x)
+    theirs = reference(x if shape[1] == 3 else x.repeat(1, 3, 1, 1))[3].flatten(1)
+    assert tuple(mine.shape) == (2, 2048) and float(theirs.std()) > 1e-3
+    err = float((mine - theirs).abs().max() / theirs.abs().max())
+    assert err < 1e-5, f"{shape}: genlab differs from pytorch-fid by {err:.2e} (relative to the max)"
+
+
+@torch.no_grad()
+def test_rgb_preprocessing_resizes_each_channel_and_features_take_uint8():
+    from genlab.metrics.inception import inception_features
+
+    net = FIDInceptionV3().eval()
+    rgb = np.random.default_rng(6).integers(0, 256, (2, 3, 40, 24), dtype=np.uint8)
+    seen: list[torch.Tensor] = []
+    hook = net.Conv2d_1a_3x3.register_forward_pre_hook(lambda _m, args: seen.append(args[0].clone()))
+    features = inception_features(net, rgb, batch_size=2)  # (N, 3, H, W) uint8 of any size is accepted
+    hook.remove()
+    x = seen[0]
+    assert tuple(x.shape) == (2, 3, 299, 299) and features.shape == (2, 2048)
+    assert not torch.equal(x[:, 0], x[:, 1]), "colour channels are kept apart, not averaged"
+    for i in range(2):
+        for c in range(3):
+            expected = 2 * _bilinear_half_pixel(rgb[i, c] / 255.0, 299) - 1
+            np.testing.assert_allclose(x[i, c].double().numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(features, net(torch.from_numpy(rgb).float() / 255).double().numpy(), rtol=1e-6)

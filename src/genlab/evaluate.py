@@ -3,9 +3,12 @@
 The metric maths lives in :mod:`genlab.metrics` (pure functions on arrays); this module
 supplies what the maths needs and runs it on a user's samples:
 
-- feature extractors: genlab's shipped per-dataset CNN (``genlab/weights/<dataset>-cnn``)
-  or, with ``--inception PATH``, pytorch-fid's Inception-v3. Every number names the
-  extractor that produced it, because FIDs from different networks are not comparable;
+- feature extractors: genlab's shipped per-dataset CNN (``genlab/weights/<dataset>-cnn``), a
+  CNN trained on an image folder (``genlab train-classifier --dataset folder:PATH``, passed
+  as ``--classifier``) or, with ``--inception PATH``, pytorch-fid's Inception-v3. Every
+  number names the extractor that produced it, because FIDs from different networks are not
+  comparable; a folder's classifier is checked to have been trained on the very images the
+  run is compared with (the folder's content key, size and channels);
 - reference statistics of the real data (mean, covariance and a feature sample for
   KID/precision-recall), cached in ``$XDG_CACHE_HOME/genlab/stats`` per dataset, split,
   extractor weights and image content;
@@ -31,6 +34,7 @@ import numpy as np
 
 from .argtypes import bounded_int, output_path, seed
 from .errors import ConfigError, DataError, GenlabError
+from .folders import is_folder_dataset
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 EXTRACTOR_VERSION = 1  # bump when the shipped weights change: it is part of every extractor name
@@ -40,6 +44,21 @@ MNIST_FALLBACK_TRAIN = 8000  # test images used to train a classifier when no tr
 def shipped_classifier_path(dataset: str) -> Path:
     """Where the package keeps the classifier for ``dataset`` (safetensors; JSON beside it)."""
     return WEIGHTS_DIR / f"{dataset}-cnn.safetensors"
+
+
+def file_label(dataset: str) -> str:
+    """``dataset`` as a piece of a file name: ``folder:/a/my icons`` -> ``folder-my-icons``."""
+    import re
+
+    if is_folder_dataset(dataset):
+        dataset = "folder-" + Path(dataset.removeprefix("folder:").rstrip("/")).name
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", dataset).strip("-") or "dataset"
+
+
+def folder_key(test) -> str:
+    """The content key of a folder dataset's split (the name of the cache it was read from: see
+    :attr:`genlab.folders.FolderData.key`)."""
+    return Path(test.sources["cache"]).stem
 
 
 def file_sha256(path: Path) -> str:
@@ -60,13 +79,32 @@ def train_dataset_classifier(
     seed: int = 0,
     device: str = "cpu",
     log: Callable[[str], None] = print,
+    max_steps: int | None = None,
+    batch_size: int = 128,
+    image_size: int | None = None,
+    skip_bad_images: bool = False,
 ) -> dict[str, Any]:
     """Train genlab's CNN on ``dataset`` and save it to ``out`` (+ ``.json``); returns the metadata.
 
     Trains on the train split and measures accuracy on the whole test split. When the
     train split is missing (MNIST in some installations) it trains on test[0:8000] and
     measures on test[8000:10000], and the metadata says so in ``trained_on``/``accuracy_on``.
+    A ``folder:PATH`` dataset goes to :func:`train_folder_classifier` (where ``image_size`` and
+    ``skip_bad_images`` apply). ``max_steps`` stops training after that many batches.
     """
+    if is_folder_dataset(dataset):
+        return train_folder_classifier(
+            dataset,
+            image_size=image_size,
+            skip_bad_images=skip_bad_images,
+            epochs=epochs,
+            max_steps=max_steps,
+            batch_size=batch_size,
+            out=out,
+            seed=seed,
+            device=device,
+            log=log,
+        )
     from .data import load_dataset
     from .metrics.classifier import accuracy, save_classifier, train_classifier
 
@@ -85,7 +123,16 @@ def train_dataset_classifier(
         x_test, y_test = test.images[k:], test.labels[k:]
         trained_on, accuracy_on = f"{dataset} test[0:{k}]", f"{dataset} test[{k}:{len(test)}]"
     t0 = time.perf_counter()
-    model = train_classifier(x_train, y_train, epochs=epochs, seed=seed, device=device, log_every=100)
+    model = train_classifier(
+        x_train,
+        y_train,
+        epochs=epochs,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        seed=seed,
+        device=device,
+        log_every=100,
+    )
     seconds = time.perf_counter() - t0
     acc = accuracy(model, x_test, y_test, device=device)
     import torch
@@ -112,6 +159,89 @@ def train_dataset_classifier(
     return meta
 
 
+def train_folder_classifier(
+    dataset: str,
+    *,
+    image_size: int | None = None,
+    skip_bad_images: bool = False,
+    epochs: int = 3,
+    max_steps: int | None = None,
+    batch_size: int = 128,
+    out: Path,
+    seed: int = 0,
+    device: str = "cpu",
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train genlab's CNN on a labelled image folder's train split; save it to ``out`` (+ ``.json``).
+
+    The network takes its channels and size from the decoded images (``image_size`` as in
+    ``genlab train --image-size``) and has one class per sub-folder; accuracy is measured on the
+    folder's held-out split. The sidecar records what ``genlab evaluate`` checks before it uses
+    the network for a run: the folder's content key (:func:`folder_key`), ``image_size``,
+    ``skip_bad_images``, the class names, and (in the config) channels, height and width.
+    """
+    import torch
+
+    from .data import load_dataset
+    from .folders import folder_classes, folder_root
+    from .metrics.classifier import ClassifierConfig, accuracy, save_classifier, train_classifier
+
+    root = folder_root(dataset)
+    classes = folder_classes(root)  # only the tree is listed: an unlabelled folder is refused before decoding
+    if not classes:
+        raise DataError(
+            f"{root} has no class sub-folders, so a classifier has no classes to learn: put each class's "
+            f"images in a sub-folder of its own (e.g. {root.name}/cats/*.png, {root.name}/dogs/*.png), "
+            "or evaluate runs of these images with --inception FILE"
+        )
+    train = load_dataset(dataset, "train", image_size=image_size, skip_bad_images=skip_bad_images)
+    test = load_dataset(dataset, "test", image_size=image_size, skip_bad_images=skip_bad_images)
+    c, h, w = (int(d) for d in train.images.shape[1:])
+    try:
+        config = ClassifierConfig(num_classes=len(classes), channels=c, height=h, width=w)
+    except ValueError as e:
+        raise ConfigError(f"{root}: genlab's classifier cannot read these images: {e}") from None
+    log(f"training on {len(train)} images of {root.name} ({c}x{h}x{w}, {len(classes)} classes)")
+    t0 = time.perf_counter()
+    model = train_classifier(
+        train.images.numpy(),
+        train.labels.numpy(),
+        epochs=epochs,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        seed=seed,
+        device=device,
+        config=config,
+        log_every=100,
+    )
+    seconds = time.perf_counter() - t0
+    acc = accuracy(model, test.images.numpy(), test.labels, device=device)
+    meta = {
+        "extractor": f"genlab-cnn-{file_label(dataset)}-v{EXTRACTOR_VERSION}",
+        "dataset": f"folder:{root}",
+        "folder_key": folder_key(test),
+        "image_size": image_size,
+        "skip_bad_images": skip_bad_images,
+        "class_names": list(classes),
+        "trained_on": f"{root.name} train ({len(train)} images)",
+        "accuracy_on": f"{root.name} held-out ({len(test)} images)",
+        "test_accuracy": round(acc, 4),
+        "n_train": int(len(train)),
+        "n_test": int(len(test)),
+        "epochs": int(epochs),
+        "max_steps": max_steps,
+        "batch_size": int(batch_size),
+        "seed": int(seed),
+        "train_seconds": round(seconds, 1),
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+    }
+    save_classifier(model, out, meta)
+    log(f"{meta['extractor']}: held-out accuracy {acc:.4f} on {len(test)} images ({seconds:.0f}s) -> {out}")
+    return meta
+
+
 # -- feature extractors -------------------------------------------------------------------------
 @dataclass
 class Extractor:
@@ -120,7 +250,7 @@ class Extractor:
     name: str  # e.g. "genlab-cnn-fashion-mnist-v1", "inception-v3-pt_inception-2015-12-05"
     sha256: str  # of the weights file: part of the reference-statistics cache key
     path: str
-    features: Callable[[np.ndarray], np.ndarray]  # (N, 1, 28, 28) float32 in [0, 1] -> (N, D) float64
+    features: Callable[[np.ndarray], np.ndarray]  # (N, C, H, W) float32 in [0, 1] -> (N, D) float64
     probs: Callable[[np.ndarray], np.ndarray] | None = None  # -> (N, C) softmax; classifiers only
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -129,7 +259,11 @@ class Extractor:
             "name": self.name,
             "sha256": self.sha256,
             "path": self.path,
-            **{k: self.meta[k] for k in ("trained_on", "accuracy_on", "test_accuracy") if k in self.meta},
+            **{
+                k: self.meta[k]
+                for k in ("input_shape", "dataset", "folder_key", "trained_on", "accuracy_on", "test_accuracy")
+                if k in self.meta
+            },
         }
 
 
@@ -144,11 +278,29 @@ def _check_regular(path: Path, max_bytes: int, what: str) -> None:
     os.close(fd)
 
 
-def classifier_extractor(dataset: str, path: str | Path | None = None, *, device: str = "cpu") -> Extractor:
-    """genlab's CNN for ``dataset``: the shipped weights, or ``path`` (from ``genlab train-classifier``)."""
+def needs_classifier_message(dataset: str) -> str:
+    """What to do when a folder dataset's run is evaluated without a feature network for its images."""
+    return (
+        f"genlab's shipped classifiers read 28x28 grayscale mnist and fashion-mnist images, not those of "
+        f"{dataset}: train a classifier on that folder with `genlab train-classifier --dataset {dataset} "
+        "[--image-size N] --out FILE.safetensors` (it needs one sub-folder per class) and pass --classifier "
+        "FILE.safetensors, or pass --inception FILE (pytorch-fid's Inception-v3 weights)"
+    )
+
+
+def classifier_extractor(dataset: str | None, path: str | Path | None = None, *, device: str = "cpu") -> Extractor:
+    """genlab's CNN for ``dataset``: the shipped weights, or ``path`` (from ``genlab train-classifier``).
+
+    ``dataset`` None (``genlab fid`` given only ``--classifier``): ``path`` is used whatever it was
+    trained on. A ``folder:PATH`` dataset needs ``path``, a classifier trained on a folder (that it
+    is *this* folder is :func:`check_classifier_fits`' job, once the folder's images are loaded).
+    """
     from .metrics.classifier import extract_features, load_classifier, predict_proba
 
-    weights = Path(path) if path else shipped_classifier_path(dataset)
+    folder = dataset is not None and is_folder_dataset(dataset)
+    if path is None and (dataset is None or folder):
+        raise ConfigError(needs_classifier_message(dataset or "these images"))
+    weights = Path(path) if path else shipped_classifier_path(str(dataset))
     for f in (weights, weights.with_suffix(".json")):
         _check_regular(f, 512 * 2**20, "classifier file")  # a FIFO or a device here must not hang evaluate
     if not weights.is_file():
@@ -158,15 +310,24 @@ def classifier_extractor(dataset: str, path: str | Path | None = None, *, device
             f"and pass --classifier FILE.safetensors"
         )
     model, meta = load_classifier(weights, device=device)
-    if meta.get("dataset", dataset) != dataset:
+    trained_on = meta.get("dataset", dataset)
+    if folder and not isinstance(meta.get("folder_key"), str):
         raise ConfigError(
-            f"classifier {weights} was trained on {meta.get('dataset')}, but the samples are "
+            f"classifier {weights} was trained on {trained_on}, not on the images of {dataset}; "
+            f"train one on them with `genlab train-classifier --dataset {dataset} [--image-size N]`"
+        )
+    if dataset is not None and not folder and trained_on != dataset:
+        raise ConfigError(
+            f"classifier {weights} was trained on {trained_on}, but the samples are "
             f"compared with {dataset}; pass --classifier for a {dataset} classifier"
         )
     sha = file_sha256(weights)
-    name = meta.get("extractor") or f"genlab-cnn-{dataset}-custom"
-    if path and weights.resolve() != shipped_classifier_path(dataset).resolve():
+    name = meta.get("extractor") or f"genlab-cnn-{file_label(str(trained_on))}-custom"
+    if isinstance(meta.get("folder_key"), str):
+        name = f"{name}-{sha[:8]}"  # no shipped network to pass for: the hash tells two trainings apart
+    elif path and weights.resolve() != shipped_classifier_path(str(trained_on)).resolve():
         name = f"{name}-custom-{sha[:8]}"  # a retrained network must not pass for the shipped one
+    meta = {**meta, "input_shape": list(model.config.input_shape), "num_classes": model.config.num_classes}
     return Extractor(
         name=name,
         sha256=sha,
@@ -222,7 +383,8 @@ def reference_statistics(
     from .metrics import feature_statistics
 
     content = hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()[:12]
-    path = stats_cache_dir() / f"{dataset}-{split}-{extractor.name}-{extractor.sha256[:12]}-{content}.safetensors"
+    label = file_label(f"{dataset}-{split}-{extractor.name}")
+    path = stats_cache_dir() / f"{label}-{extractor.sha256[:12]}-{content}.safetensors"
     if cache and path.is_file():
         try:
             t = load_tensors(path)
@@ -259,29 +421,56 @@ def reference_statistics(
 # .npy header is checked against the file's size before any data is read, a PNG's size before it
 # is decoded, and no more images are read than will be scored.
 MAX_SAMPLE_IMAGES = 1_000_000  # images read from one .npy or folder (float32: 3.1 GB); -n reads fewer
-MAX_PNG_BYTES = 2**20  # one sample PNG (a 28x28 PNG is a few hundred bytes; the rest would be metadata)
+MAX_PNG_BYTES = 2**20  # one sample PNG (a 28x28 PNG is a few hundred bytes, a 64x64 RGB one ~12 KB)
+MAX_PNG_PIXELS = 2**22  # one sample PNG of any size (2048 x 2048): checked before it is decoded
+GRAYSCALE_28 = (1, 28, 28)  # (C, H, W) that mnist, fashion-mnist and their classifiers read
+
+
+class SampleShapeError(GenlabError):
+    """Samples whose channel count or size is not the one they are scored at."""
+
+
 _NPY_READ_CHUNK = 2**24  # bytes per read of a .npy's data
 
 
-def load_samples(path: str | Path, n: int | None = None, *, command: str = "genlab evaluate") -> np.ndarray:
-    """The first ``n`` (default all) images of a ``.npy`` array or a folder of PNGs as float32 (N, 1, 28, 28) in [0, 1].
+def load_samples(
+    path: str | Path,
+    n: int | None = None,
+    *,
+    command: str = "genlab evaluate",
+    shape: tuple[int, int, int] | None = GRAYSCALE_28,
+) -> np.ndarray:
+    """The first ``n`` (default all) images of a ``.npy`` array or a folder of PNGs as float32 (N, C, H, W) in [0, 1].
 
-    ``.npy``: float in [0, 1] or uint8, shape (N, 1, 28, 28) or (N, 28, 28); nothing is ever
-    unpickled. PNGs: 28x28, 8- or 16-bit, converted to grayscale, in file-name order.
+    ``shape`` is the (C, H, W) the images must have (default 1x28x28, what mnist's classifiers
+    read); None takes any size, 1 or 3 channels, the same for every image. ``.npy``: float in
+    [0, 1] or uint8, shape (N, C, H, W), or (N, H, W) for grayscale; nothing is ever unpickled.
+    PNGs: 8- or 16-bit, converted to grayscale (C = 1) or RGB (C = 3; alpha composited on white as
+    in :mod:`genlab.folders`), in file-name order. A wrong shape raises :class:`SampleShapeError`.
     At most :data:`MAX_SAMPLE_IMAGES` images are read at once.
     """
     from .metrics import check_images
 
     path = Path(path)
     if path.is_dir():
-        arr = _load_png_folder(path, n)
+        arr = _load_png_folder(path, n, shape)
     elif path.suffix.lower() == ".npy":
-        arr = _load_npy(path, n)
+        arr = _load_npy(path, n, shape)
     elif path.exists():
         raise GenlabError(f"{path}: expected a run directory, a .npy file or a folder of PNG images")
     else:
         raise GenlabError(f"{path}: no such file or directory")
-    return check_images(arr, path.name, metric=command)
+    if shape is None:
+        return check_images(arr, path.name, metric=command, size=None, channels=(1, 3))
+    return check_images(arr, path.name, metric=command, size=shape[1:], channels=shape[0])
+
+
+def _shape_text(shape: tuple[int, int, int] | None) -> str:
+    """How the accepted array shapes read in a message."""
+    if shape is None:
+        return "(N, C, H, W) with C 1 or 3, or (N, H, W) (grayscale)"
+    c, h, w = shape
+    return f"(N, 1, {h}, {w}) or (N, {h}, {w}) (grayscale)" if c == 1 else f"(N, {c}, {h}, {w})"
 
 
 def _too_many(path: Path, count: int) -> GenlabError:
@@ -291,7 +480,7 @@ def _too_many(path: Path, count: int) -> GenlabError:
     )
 
 
-def _load_npy(path: Path, n: int | None) -> np.ndarray:
+def _load_npy(path: Path, n: int | None, want: tuple[int, int, int] | None = GRAYSCALE_28) -> np.ndarray:
     """A .npy file's first ``n`` images (uint8, or float32 from any float dtype), its header checked first."""
     import math
 
@@ -323,10 +512,13 @@ def _load_npy(path: Path, n: int | None) -> np.ndarray:
         if dtype.names is not None or not (dtype == np.uint8 or dtype.kind == "f"):
             raise GenlabError(f"{path} has dtype {dtype}; save float in [0, 1] or uint8 in [0, 255]")
         shape = tuple(int(d) for d in shape)
-        if not (len(shape) == 3 or (len(shape) == 4 and shape[1] == 1)):
-            raise GenlabError(f"{path} has shape {shape}; it must have shape (N, 1, 28, 28) or (N, 28, 28) (grayscale)")
-        if shape[-2:] != (28, 28):
-            raise GenlabError(f"{path} holds {shape[-2]}x{shape[-1]} images; they must be 28x28 images")
+        channels = (1, 3) if want is None else (want[0],)
+        if not ((len(shape) == 3 and 1 in channels) or (len(shape) == 4 and shape[1] in channels)):
+            raise SampleShapeError(f"{path} has shape {shape}; it must have shape {_shape_text(want)}")
+        if want is not None and shape[-2:] != want[1:]:
+            raise SampleShapeError(
+                f"{path} holds {shape[-2]}x{shape[-1]} images; they must be {want[1]}x{want[2]} images"
+            )
         if shape[0] == 0:
             raise GenlabError(f"{path} holds no images (shape {shape})")
         declared = math.prod(shape) * dtype.itemsize
@@ -363,8 +555,9 @@ def _read_full(f, nbytes: int, path: Path) -> bytes:
     return data
 
 
-def _load_png_folder(folder: Path, n: int | None) -> np.ndarray:
-    """The folder's first ``n`` PNGs by file name as float32 (N, 28, 28) in [0, 1]."""
+def _load_png_folder(folder: Path, n: int | None, want: tuple[int, int, int] | None = GRAYSCALE_28) -> np.ndarray:
+    """The folder's first ``n`` PNGs by file name as float32 (N, C, H, W) in [0, 1], of shape ``want``
+    (None: the first image's size; RGB when any image has colour, grayscale ones then repeated)."""
     try:
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")
     except OSError as e:
@@ -376,14 +569,30 @@ def _load_png_folder(folder: Path, n: int | None) -> np.ndarray:
         files = files[:n]
     if len(files) > MAX_SAMPLE_IMAGES:
         raise _too_many(folder, len(files))
-    out = np.empty((len(files), 28, 28), dtype=np.float32)
-    for i, f in enumerate(files):
-        out[i] = _read_png(f)
-    return out
+    if want is not None:
+        out = np.empty((len(files), *want), dtype=np.float32)
+        for i, f in enumerate(files):
+            out[i] = _read_png(f, (want[2], want[1]), want[0])
+        return out
+    first = _read_png(files[0], None, None)  # sets the size; each of the others must have it
+    size = (first.shape[2], first.shape[1])
+    images = [first] + [_read_png(f, size, None, first=files[0].name) for f in files[1:]]
+    if any(im.shape[0] == 3 for im in images):
+        images = [np.repeat(im, 3, axis=0) if im.shape[0] == 1 else im for im in images]
+    return np.stack(images)
 
 
-def _read_png(f: Path) -> np.ndarray:
-    """One 28x28 PNG as float32 (28, 28) in [0, 1]: 8-bit images / 255, 16-bit ones / 65535."""
+_GRAY_PNG_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N")
+
+
+def _read_png(
+    f: Path, size: tuple[int, int] | None = (28, 28), channels: int | None = 1, *, first: str = ""
+) -> np.ndarray:
+    """One PNG as float32 (C, H, W) in [0, 1]: 8-bit images / 255, 16-bit ones / 65535.
+
+    ``size`` (W, H) is the size it must have (None: any, up to :data:`MAX_PNG_PIXELS`); ``channels``
+    1 converts it to grayscale, 3 to RGB, None keeps grayscale images grey and makes the others RGB.
+    """
     import io
     import warnings
 
@@ -395,27 +604,50 @@ def _read_png(f: Path) -> np.ndarray:
         data = read_bytes_capped(f, MAX_PNG_BYTES, "sample image")
     except MissingFileError:  # deleted since the folder was listed
         raise GenlabError(f"{f}: no such file (it was removed while the folder was read)") from None
+    want = size
+    pixels: np.ndarray | None = None
+    top = 255.0
     try:
         with warnings.catch_warnings():
             # a picture over Pillow's pixel limit warns (and at twice the limit raises): both are refusals
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=["PNG"]) as im:
                 size, mode = im.size, im.mode
-                if size == (28, 28):  # nothing is decoded before the size is known to be right
-                    if mode.startswith("I"):  # 16-bit grayscale ("I;16", "I;16B", or "I" in older Pillow)
+                # nothing is decoded before the size is known to be right
+                if size == want or (want is None and size[0] * size[1] <= MAX_PNG_PIXELS):
+                    grey = mode in _GRAY_PNG_MODES
+                    c = channels or (1 if grey else 3)
+                    if mode.startswith("I") and c == 1:  # 16-bit grayscale ("I;16", "I;16B", or "I" in older Pillow)
                         pixels = np.asarray(im).astype(np.float32)
                         top = 65535.0
-                    else:
+                    elif c == 1:
                         pixels = np.asarray(im if mode == "L" else im.convert("L")).astype(np.float32)
-                        top = 255.0
+                    else:
+                        pixels = _rgb_on_white(im).transpose(2, 0, 1).astype(np.float32)  # (3, H, W)
     except Exception as e:  # noqa: BLE001  Pillow raises many kinds (OSError, ValueError, SyntaxError,
         # DecompressionBombError, struct.error, ...) on damaged or hostile files; each is the same refusal
         raise GenlabError(f"{f}: not a readable PNG image ({' '.join(str(e).split())[:200]})") from None
-    if size != (28, 28):
-        raise GenlabError(f"{f}: images must be 28x28, this one is {size[0]}x{size[1]}")
-    if pixels.shape != (28, 28) or pixels.min() < 0 or pixels.max() > top:
-        raise GenlabError(f"{f}: a {mode} PNG genlab cannot read as grayscale")
-    return pixels / top
+    if pixels is None:
+        if want is None:
+            raise SampleShapeError(f"{f}: {size[0]}x{size[1]} is more pixels than genlab reads ({MAX_PNG_PIXELS:,})")
+        like = f" (as {first} is)" if first else ""
+        raise SampleShapeError(f"{f}: images must be {want[0]}x{want[1]}{like}, this one is {size[0]}x{size[1]}")
+    if pixels.shape[-2:] != (size[1], size[0]) or pixels.min() < 0 or pixels.max() > top:
+        raise GenlabError(f"{f}: a {mode} PNG genlab cannot read as {'grayscale' if pixels.ndim == 2 else 'RGB'}")
+    out: np.ndarray = (pixels if pixels.ndim == 3 else pixels[None]) / top
+    return out
+
+
+def _rgb_on_white(im) -> np.ndarray:
+    """A PIL image as (H, W, 3) uint8 RGB, alpha composited on white (as :mod:`genlab.folders` does)."""
+    from PIL import Image
+
+    from .folders import BACKGROUND
+
+    if im.mode in ("RGBA", "LA", "La", "RGBa", "PA") or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        im = Image.alpha_composite(Image.new("RGBA", rgba.size, (*BACKGROUND, 255)), rgba)
+    return np.asarray(im.convert("RGB"))
 
 
 # -- evaluation ------------------------------------------------------------------------------
@@ -495,10 +727,12 @@ class EvalContext:
         data_dir: str | None,
         notes: list[str],
         say: Callable[[str], None],
+        data_options: dict[str, Any] | None = None,
     ):
         self.x, self.test, self.dataset, self.seed = x, test, dataset, seed
         self.cnn, self.train_split, self.data_dir, self.notes, self.say = cnn, train_split, data_dir, notes, say
-        self.real_u8 = test.images.numpy()  # (R, 1, 28, 28) uint8
+        self.data_options = dict(data_options or {})  # a folder's image_size / skip_bad_images, for its train split
+        self.real_u8 = test.images.numpy()  # (R, C, H, W) uint8
         self.rng = np.random.default_rng(seed)
         n_ref = min(len(self.real_u8), MAX_REFERENCE_FEATURES)
         self.ref_idx = np.sort(self.rng.choice(n_ref, min(len(x), len(self.real_u8)), replace=False))
@@ -702,7 +936,7 @@ def _modes(ctx: EvalContext, ext: Extractor) -> list[Row]:
 def _memorisation(ctx: EvalContext, ext: Extractor) -> list[Row]:
     from .metrics import check_images, memorization
 
-    train, held, described = _memorisation_sets(ctx.test, ctx.train_split, ctx.data_dir, ctx.notes)
+    train, held, described = _memorisation_sets(ctx.test, ctx.train_split, ctx.data_dir, ctx.notes, ctx.data_options)
     held_idx = np.sort(ctx.rng.choice(len(held), min(ctx.n, len(held)), replace=False))
     ctx.say(f"memorisation: nearest of {ctx.n} samples among {len(train)} training images")
     memo = memorization(ctx.x, train, held[held_idx], quantile=0.01, n_closest=10)
@@ -710,7 +944,7 @@ def _memorisation(ctx: EvalContext, ext: Extractor) -> list[Row]:
     ctx.details["memo"] = memo
     s_idx = [c["sample_index"] for c in memo["closest"]]
     t_idx = [c["train_index"] for c in memo["closest"]]
-    ctx.pairs = (ctx.x[s_idx], check_images(train[t_idx], "train", metric="report"))
+    ctx.pairs = (ctx.x[s_idx], check_images(train[t_idx], "train", metric="report", size=None, channels=None))
     return [
         _row(
             "memo_copies",
@@ -737,7 +971,9 @@ def _memorisation(ctx: EvalContext, ext: Extractor) -> list[Row]:
     ]
 
 
-def _memorisation_sets(test, train_split: str, data_dir: str | None, notes: list[str]):
+def _memorisation_sets(
+    test, train_split: str, data_dir: str | None, notes: list[str], data_options: dict[str, Any] | None = None
+):
     """(training images, held-out images, description) for the memorisation check."""
     from .data import load_dataset
 
@@ -758,7 +994,7 @@ def _memorisation_sets(test, train_split: str, data_dir: str | None, notes: list
         )
         return fallback
     try:
-        train = load_dataset(test.name, train_split, data_dir=data_dir, download=False)
+        train = load_dataset(test.name, train_split, data_dir=data_dir, download=False, **(data_options or {}))
     except DataError:
         notes.append(
             f"no {test.name} {train_split} split found: memorisation uses test[0:{half}] as a "
@@ -819,7 +1055,9 @@ def blur(images: np.ndarray, sigma: float = BLUR_SIGMA) -> np.ndarray:
     return np.clip(gaussian_filter(x, sigma=(0, 0, sigma, sigma), mode="constant"), 0.0, 1.0)
 
 
-def _reference_point_sets(test, dataset: str, data_dir: str | None, n: int) -> tuple[np.ndarray, Any, dict[str, Any]]:
+def _reference_point_sets(
+    test, dataset: str, data_dir: str | None, n: int, data_options: dict[str, Any] | None = None
+) -> tuple[np.ndarray, Any, dict[str, Any]]:
     """(real images scored like samples, the real images they are compared with, their description).
 
     The train split against the test split when it exists; otherwise (MNIST here ships only its
@@ -834,7 +1072,7 @@ def _reference_point_sets(test, dataset: str, data_dir: str | None, n: int) -> t
 
     if test.split == "test":
         try:
-            train = load_dataset(dataset, "train", data_dir=data_dir, download=False)
+            train = load_dataset(dataset, "train", data_dir=data_dir, download=False, **(data_options or {}))
         except DataError:
             pass
         else:
@@ -868,6 +1106,7 @@ def reference_points(
     data_dir: str | None,
     say: Callable[[str], None] = lambda _msg: None,
     cache: bool = True,
+    data_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What unseen real images and blurred ones score on ``metrics`` (all but memorisation), with ``n``
     images each, against ``test`` in ``extractors``' spaces.
@@ -885,7 +1124,7 @@ def reference_points(
     names = [m for m in metrics if m in METRIC_REGISTRY and m not in NO_BASELINE]
     if not names:
         return {}
-    real, against, described = _reference_point_sets(test, dataset, data_dir, n)
+    real, against, described = _reference_point_sets(test, dataset, data_dir, n, data_options)
     content = hashlib.sha256()
     for arr in (real, against.images.numpy()):
         content.update(np.ascontiguousarray(arr).tobytes())
@@ -899,7 +1138,7 @@ def reference_points(
         "seed": REFERENCE_POINT_SEED,
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    path = stats_cache_dir() / f"{dataset}-reference-points-n{len(real)}-{digest}.json"
+    path = stats_cache_dir() / f"{file_label(dataset)}-reference-points-n{len(real)}-{digest}.json"
     against_text = described.pop("against", f"{dataset} {against.split}")
     about = {
         "real": {**described, "against": against_text},
@@ -930,6 +1169,7 @@ def reference_points(
             data_dir=data_dir,
             notes=[],
             say=lambda _msg: None,
+            data_options=data_options,
         )
         return {f"{r['key']}@{r['extractor']}": r["value"] for r in run_metrics(ctx, names, extractors)}
 
@@ -956,7 +1196,7 @@ class Evaluation:
     """The JSON-ready result plus the images the HTML report shows."""
 
     result: dict[str, Any]
-    samples: np.ndarray  # (N, 1, 28, 28) float32: the evaluated samples
+    samples: np.ndarray  # (N, C, H, W) float32: the evaluated samples
     pairs: tuple[np.ndarray, np.ndarray] | None = None  # closest samples and their training images
     class_names: tuple[str, ...] = ()
 
@@ -978,9 +1218,10 @@ def evaluate_samples(
     test: Any = None,
     extractors: list[Extractor] | None = None,
     baselines: bool = True,
+    data_options: dict[str, Any] | None = None,
 ) -> Evaluation:
-    """Score ``samples`` (float32 (N, 1, 28, 28) in [0, 1]) against ``dataset``'s test split (or the
-    real images ``test`` given, e.g. the 'val' split when choosing settings).
+    """Score ``samples`` (float32 (N, C, H, W) in [0, 1], the shape of the dataset's images) against
+    ``dataset``'s test split (or the real images ``test`` given, e.g. the 'val' split when choosing settings).
 
     ``metrics`` are registered names (see :func:`metric`). ``train_split`` is the split the
     model was trained on: memorisation compares with it, falling back to halves of the test
@@ -988,6 +1229,7 @@ def evaluate_samples(
     subsets, KID subsets) uses ``seed``. ``test`` and ``extractors`` (the classifier first): what
     :func:`prepare_reference` returned, when the caller checked its inputs before making samples.
     ``baselines``: add :func:`reference_points` to the rows (``row["baselines"]``) and the result.
+    ``data_options``: a folder dataset's ``image_size`` and ``skip_bad_images`` (see :func:`prepare_reference`).
     """
     from . import __version__
     from .metrics import check_images
@@ -997,10 +1239,15 @@ def evaluate_samples(
     unknown = [m for m in metrics if m not in METRIC_REGISTRY]
     if unknown:
         parse_metrics(",".join(unknown))  # raises the one error that names them
-    x = check_images(samples, "samples", metric="genlab evaluate")
-    _check_sample_count(metrics, len(x))
     if test is None or extractors is None:
-        test, extractors = prepare_reference(dataset, data_dir, classifier, inception, device=device)
+        if not is_folder_dataset(dataset):  # mnist and fashion-mnist: 1x28x28, checked before loading anything
+            _check_sample_count(metrics, len(check_images(samples, "samples", metric="genlab evaluate")))
+        test, extractors, data_options = prepare_reference(
+            dataset, data_dir, classifier, inception, device=device, data_options=data_options
+        )
+    shape = tuple(int(d) for d in test.images.shape[1:])  # (C, H, W) of the real images
+    x = check_images(samples, "samples", metric="genlab evaluate", size=(shape[1], shape[2]), channels=shape[0])
+    _check_sample_count(metrics, len(x))
     cnn = extractors[0]
     ctx = EvalContext(
         x,
@@ -1012,16 +1259,31 @@ def evaluate_samples(
         data_dir=data_dir,
         notes=list(notes or []),
         say=log or (lambda _msg: None),
+        data_options=data_options,
     )
     rows = run_metrics(ctx, metrics, extractors)
     points: dict[str, Any] = {}
     if baselines:
-        points = reference_points(test, extractors, metrics, n=ctx.n, dataset=dataset, data_dir=data_dir, say=ctx.say)
+        points = reference_points(
+            test,
+            extractors,
+            metrics,
+            n=ctx.n,
+            dataset=dataset,
+            data_dir=data_dir,
+            say=ctx.say,
+            data_options=data_options,
+        )
         attach_reference_points(rows, points)
     result = {
         "genlab_version": __version__,
         "dataset": dataset,
-        "reference": {"split": test.split, "n": int(len(ctx.real_u8)), "n_subset": int(len(ctx.ref_idx))},
+        "reference": {
+            "split": test.split,
+            "n": int(len(ctx.real_u8)),
+            "n_subset": int(len(ctx.ref_idx)),
+            "image_shape": list(shape),
+        },
         "n": int(ctx.n),
         "seed": int(seed),
         "metrics_requested": metrics,
@@ -1037,7 +1299,14 @@ def evaluate_samples(
 
 
 def cmd_train_classifier(args: argparse.Namespace) -> int:
-    out = Path(args.out) if args.out else Path(f"{args.dataset}-cnn.safetensors")
+    check_dataset_name(args.dataset, folders=True)
+    folder = is_folder_dataset(args.dataset)
+    if not folder and (args.image_size is not None or args.skip_bad_images):
+        raise ConfigError(
+            f"--image-size and --skip-bad-images apply to folder datasets (folder:PATH), not {args.dataset}"
+        )
+    default = f"{file_label(args.dataset).removeprefix('folder-') if folder else args.dataset}-cnn.safetensors"
+    out = Path(args.out) if args.out else Path(default)
     if out.suffix != ".safetensors":
         raise ConfigError(f"--out must end in .safetensors (a JSON file is written beside it), got {out}")
     if out.exists() and not args.overwrite:
@@ -1047,28 +1316,65 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
     train_dataset_classifier(
         args.dataset,
         epochs=args.epochs,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
         data_dir=args.data_dir,
         out=out,
         seed=args.seed,
         device=inference_device(args.device),
+        image_size=args.image_size,
+        skip_bad_images=args.skip_bad_images,
     )
     return 0
 
 
-def check_dataset_name(dataset: str | None) -> None:
-    """A known dataset name (None: none needed), checked before samples are read or drawn."""
+def check_dataset_name(dataset: str | None, *, folders: bool = False) -> None:
+    """A known dataset name (None: none needed), checked before samples are read or drawn.
+
+    ``folders``: whether a ``folder:PATH`` dataset is accepted (``genlab evaluate`` and ``fid``, which
+    take a classifier trained on it); the commands whose classifier is genlab's 28x28 grayscale one
+    of mnist or fashion-mnist (CAS, augment) refuse it.
+    """
     from .data import DATASETS
 
-    if dataset is not None and dataset.startswith("folder:"):
-        # The shipped feature networks are 28x28 grayscale CNNs of MNIST and Fashion-MNIST: their
-        # features of another folder's images would be numbers without meaning.
+    if dataset is not None and is_folder_dataset(dataset):
+        if folders:
+            return
         raise DataError(
-            f"genlab's metrics need a feature network for the images of {dataset}; the shipped ones are "
-            "28x28 grayscale classifiers of mnist and fashion-mnist, and no extractor for image folders exists "
-            "yet: look at `genlab sample` grids and `genlab nll` bounds instead"
+            f"this needs genlab's 28x28 grayscale classifier of mnist or fashion-mnist, which does not read the "
+            f"images of {dataset}; `genlab evaluate RUN --classifier FILE` scores folder runs with a classifier "
+            f"from `genlab train-classifier --dataset {dataset}`"
         )
     if dataset is not None and dataset not in DATASETS:
-        raise DataError(f"unknown dataset {dataset!r}; valid names: {', '.join(DATASETS)}")
+        raise DataError(f"unknown dataset {dataset!r}; valid names: {', '.join(DATASETS)} or folder:PATH")
+
+
+def check_classifier_fits(extractor: Extractor, dataset: str, test) -> None:
+    """Refuse a classifier that was not trained on the images of the folder dataset ``dataset``, whose
+    split ``test`` is loaded (with the run's, or the classifier's, ``--image-size``): it must read images
+    of their shape and have been trained on the same files with the same settings (the content key)."""
+    meta = extractor.meta
+    shape = tuple(int(d) for d in test.images.shape[1:])
+    reads = tuple(meta.get("input_shape", (1, 28, 28)))
+    recorded = meta.get("folder_key")
+    redo = f"`genlab train-classifier --dataset {dataset}" + (
+        f" --image-size {shape[1]}`" if shape[1] == shape[2] else "`"
+    )
+    if reads != shape:
+        raise ConfigError(
+            f"classifier {extractor.path} reads {'x'.join(map(str, reads))} images, but {dataset} gives "
+            f"{'x'.join(map(str, shape))} images; train one on them with {redo}"
+        )
+    if recorded != folder_key(test):
+        raise ConfigError(
+            f"classifier {extractor.path} was trained on other images than {dataset} gives now (content key "
+            f"{str(recorded)[:12]}, now {folder_key(test)[:12]}: files were added, removed or changed, or "
+            f"--image-size or --skip-bad-images differ); train it again with {redo}"
+        )
+    if meta.get("num_classes") != test.num_classes:  # the key covers the labels: a damaged sidecar
+        raise ConfigError(
+            f"classifier {extractor.path} has {meta.get('num_classes')} classes, {dataset} {test.num_classes}"
+        )
 
 
 def prepare_reference(
@@ -1078,15 +1384,38 @@ def prepare_reference(
     inception: str | Path | None,
     *,
     device: str = "cpu",
-) -> tuple[Any, list[Extractor]]:
-    """(the dataset's test split, [classifier, Inception if asked]): every input an evaluation needs
-    besides the samples, loaded and checked, so a bad one is refused before any sample is drawn."""
+    data_options: dict[str, Any] | None = None,
+) -> tuple[Any, list[Extractor], dict[str, Any]]:
+    """(the dataset's test split, [classifier, Inception if asked], the options it was loaded with):
+    every input an evaluation needs besides the samples, loaded and checked, so a bad one is refused
+    before any sample is drawn.
+
+    A ``folder:PATH`` dataset needs ``classifier`` (one trained on that folder, checked by
+    :func:`check_classifier_fits`) or ``inception`` alone. ``data_options`` (``image_size``,
+    ``skip_bad_images``) are a run's; None takes those the classifier was trained with.
+    """
     from .data import load_dataset
 
-    check_dataset_name(dataset)
-    test = load_dataset(dataset, "test", data_dir=data_dir)
-    cnn = classifier_extractor(dataset, classifier, device=device)
-    return test, [cnn] + ([inception_extractor(inception, device=device)] if inception else [])
+    check_dataset_name(dataset, folders=True)
+    if not is_folder_dataset(dataset):
+        test = load_dataset(dataset, "test", data_dir=data_dir)
+        cnn = classifier_extractor(dataset, classifier, device=device)
+        return test, [cnn] + ([inception_extractor(inception, device=device)] if inception else []), {}
+    if classifier is None and inception is None:
+        raise ConfigError(needs_classifier_message(dataset))
+    extractors = [classifier_extractor(dataset, classifier, device=device)] if classifier else []
+    if data_options is None:
+        meta = extractors[0].meta if extractors else {}
+        data_options = {
+            "image_size": meta.get("image_size"),
+            "skip_bad_images": bool(meta.get("skip_bad_images", False)),
+        }
+    test = load_dataset(dataset, "test", data_dir=data_dir, **data_options)
+    if extractors:
+        check_classifier_fits(extractors[0], dataset, test)
+    if inception:
+        extractors.append(inception_extractor(inception, device=device))
+    return test, extractors, dict(data_options)
 
 
 def scored_weights(run_dir: Path) -> dict[str, Any]:
@@ -1167,8 +1496,14 @@ def evaluate_path(
     inception: str | None = None,
     log: Callable[[str], None] | None = None,
     progress: bool = False,
+    image_size: int | None = None,
 ) -> Evaluation:
     """Evaluate a run directory (sampling ``n``, default 10,000), a ``.npy`` file or a PNG folder.
+
+    A run of a ``folder:PATH`` dataset is scored with ``classifier`` (trained on that folder by
+    ``genlab train-classifier``) and/or ``inception``; without a classifier the metrics that need
+    class probabilities (IS, classes covered) are left out with a note. Samples from files compared
+    with a folder dataset are read at ``image_size``, or the size the classifier was trained at.
 
     Every input (metric names, sample count, dataset and its files, extractor weights) is checked
     before any sample is drawn or read. A run's result records the weights it scored
@@ -1189,13 +1524,19 @@ def evaluate_path(
         weights = scored_weights(target)
         if dataset and dataset != run.data.dataset:
             notes.append(f"the run was trained on {run.data.dataset} but is compared with {dataset} (--dataset)")
+        if image_size is not None:
+            raise ConfigError("--image-size is for samples in files; a run directory records its own image size")
         dataset = dataset or run.data.dataset
         data_dir = data_dir if data_dir is not None else run.data.data_dir
         n = DEFAULT_N if n is None else n
         if n < 1:
             raise ConfigError(f"-n must be >= 1, got {n}")
+        metrics = _without_class_metrics(metrics, dataset, classifier, notes)
         _check_sample_count(metrics, n)
-        test, extractors = prepare_reference(dataset, data_dir, classifier, inception, device=device)
+        options = run.data.load_options() if is_folder_dataset(dataset) and dataset == run.data.dataset else None
+        test, extractors, data_options = prepare_reference(
+            dataset, data_dir, classifier, inception, device=device, data_options=options
+        )
         say(f"sampling {n} images from {target} ({run.family}/{run.preset})")
         gen = torch.Generator(device=model.device).manual_seed(seed)
         samples = generate(model, n, generator=gen, progress=progress).numpy()
@@ -1211,13 +1552,27 @@ def evaluate_path(
         train_split = run.data.split if run.data.dataset == dataset else "train"
     else:
         if dataset is None:
-            raise ConfigError(f"say which dataset {target} should be compared with: --dataset mnist|fashion-mnist")
+            raise ConfigError(
+                f"say which dataset {target} should be compared with: --dataset mnist|fashion-mnist|folder:PATH"
+            )
         if n is not None and n < 1:
             raise ConfigError(f"-n must be >= 1, got {n}")
-        check_dataset_name(dataset)
-        samples = load_samples(target, n)  # the first n images only: no more is read than is scored
-        _check_sample_count(metrics, len(samples))
-        test, extractors = prepare_reference(dataset, data_dir, classifier, inception, device=device)
+        check_dataset_name(dataset, folders=True)
+        if not is_folder_dataset(dataset):
+            if image_size is not None:
+                raise ConfigError(f"--image-size applies to folder datasets (folder:PATH), not {dataset}")
+            samples = load_samples(target, n)  # the first n images only: no more is read than is scored
+            _check_sample_count(metrics, len(samples))
+            test, extractors, data_options = prepare_reference(dataset, data_dir, classifier, inception, device=device)
+        else:  # the classifier says what shape the samples must have: it is loaded first
+            metrics = _without_class_metrics(metrics, dataset, classifier, notes)
+            options = None if image_size is None else {"image_size": image_size, "skip_bad_images": False}
+            test, extractors, data_options = prepare_reference(
+                dataset, data_dir, classifier, inception, device=device, data_options=options
+            )
+            shape = tuple(int(d) for d in test.images.shape[1:])
+            samples = load_samples(target, n, shape=(shape[0], shape[1], shape[2]))
+            _check_sample_count(metrics, len(samples))
         if n is not None:
             if n > len(samples):
                 notes.append(f"-n {n} asked for, but {target} holds only {len(samples)} images: all are used")
@@ -1238,7 +1593,28 @@ def evaluate_path(
         log=say,
         test=test,
         extractors=extractors,
+        data_options=data_options,
     )
+
+
+CLASS_METRICS = ("is", "modes")  # need a classifier's class probabilities
+
+
+def _without_class_metrics(metrics: list[str], dataset: str, classifier: str | None, notes: list[str]) -> list[str]:
+    """``metrics`` less IS and classes covered when a folder dataset is scored without a classifier
+    (Inception's features alone have no classes of the folder), said in a note."""
+    if not is_folder_dataset(dataset) or classifier is not None:
+        return metrics
+    left = [m for m in metrics if m not in CLASS_METRICS]
+    dropped = [m for m in metrics if m in CLASS_METRICS]
+    if dropped:
+        notes.append(
+            f"{', '.join(dropped)} left out: they need a classifier of {dataset}'s classes "
+            f"(`genlab train-classifier --dataset {dataset}`, then --classifier FILE)"
+        )
+    if not left:
+        raise ConfigError(f"{', '.join(dropped)} need --classifier FILE for {dataset}; choose other --metrics")
+    return left
 
 
 def _check_sample_count(metrics: Sequence[str], n: int) -> None:
@@ -1384,6 +1760,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         inception=args.inception,
         log=log,
         progress=not args.quiet,
+        image_size=args.image_size,
     )
     if args.nll:
         log(f"test log-likelihood: k={args.k} on {args.nll_images} images")
@@ -1547,6 +1924,12 @@ def compare_runs(
     for d, found in inputs:  # the weights and test data of each run to evaluate, before any is evaluated
         if found["result"] is None or found["stale"]:
             _, run = load_run(d, device="cpu")
+            if is_folder_dataset(run.data.dataset):
+                raise GenlabError(
+                    f"{d} has {'an out-of-date' if found['stale'] else 'no'} metrics.json, and compare cannot "
+                    f"evaluate a run of {run.data.dataset} on the fly (it needs a classifier of those images): run "
+                    f"`genlab evaluate {d} --classifier FILE` first"
+                )
             load_dataset(
                 run.data.dataset,
                 "test",
@@ -1625,12 +2008,29 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
         "train-classifier",
         help="train the CNN whose features genlab's metrics use",
         description="Train genlab's small CNN classifier (the feature extractor of "
-        "`genlab evaluate`) on a dataset's train split.",
+        "`genlab evaluate`) on a dataset's train split, or on a labelled image folder's (any size, "
+        "grayscale or colour); reports the accuracy on the test (held-out) split.",
     )
-    p.add_argument("--dataset", required=True, choices=["mnist", "fashion-mnist"])
-    p.add_argument("--epochs", type=int, default=3, help="passes over the training images (default 3)")
+    p.add_argument(
+        "--dataset",
+        required=True,
+        help="mnist, fashion-mnist, or folder:PATH (a folder with one sub-folder of images per class)",
+    )
+    p.add_argument(
+        "--image-size",
+        type=bounded_int(1, 4096),
+        help="folder datasets: short side resized to N and centre-cropped, as `genlab train --image-size`",
+    )
+    p.add_argument("--skip-bad-images", action="store_true", help="folder datasets: leave unreadable files out (named)")
+    p.add_argument(
+        "--epochs", type=bounded_int(1, 10**6), default=3, help="passes over the training images (default 3)"
+    )
+    p.add_argument("--max-steps", type=bounded_int(1, 10**9), help="stop after this many batches (default: all epochs)")
+    p.add_argument("--batch-size", type=bounded_int(1, 10**6), default=128, help="images per step (default 128)")
     p.add_argument("--data-dir", help="folder holding the dataset's IDX files")
-    p.add_argument("--out", help="weights file, .safetensors (default ./DATASET-cnn.safetensors)")
+    p.add_argument(
+        "--out", help="weights file, .safetensors (default ./DATASET-cnn.safetensors, ./FOLDERNAME-cnn.safetensors)"
+    )
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -1640,16 +2040,22 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
         "evaluate",
         help="score samples against real data (FID, KID, IS, precision/recall, ...)",
         description="Evaluate a run directory (draws -n samples), a .npy array or a folder of "
-        "28x28 PNGs against the dataset's test split. Writes metrics.json and a "
+        "PNGs against the dataset's test split (a folder dataset's held-out images). Writes metrics.json and a "
         "self-contained report.html (into the run directory, the PNG folder, beside "
         "the .npy, or into --out).",
     )
     p.add_argument(
         "target",
-        help="run directory, SAMPLES.npy (float32 in [0,1] or uint8, (N,1,28,28) or "
-        "(N,28,28)) or a folder of PNG images",
+        help="run directory, SAMPLES.npy (float32 in [0,1] or uint8, (N,C,H,W) or (N,H,W)) or a folder of PNG images",
     )
-    p.add_argument("--dataset", help="mnist or fashion-mnist (default: the run's dataset; required otherwise)")
+    p.add_argument(
+        "--dataset", help="mnist, fashion-mnist or folder:PATH (default: the run's dataset; required otherwise)"
+    )
+    p.add_argument(
+        "--image-size",
+        type=bounded_int(1, 4096),
+        help="samples in files compared with folder:PATH: its images at this size (default: the classifier's)",
+    )
     p.add_argument("--data-dir", help="folder holding the dataset's IDX files")
     p.add_argument(
         "-n",
@@ -1663,7 +2069,11 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=output_path, help="folder for metrics.json and report.html")
     p.add_argument("--seed", type=seed, default=0, help="seed for sampling and metric subsets (default 0)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--classifier", help="classifier weights from `genlab train-classifier` (default: shipped)")
+    p.add_argument(
+        "--classifier",
+        help="classifier weights from `genlab train-classifier` (default: the shipped one; "
+        "folder runs need one trained on their folder)",
+    )
     p.add_argument(
         "--inception",
         metavar="PATH",

@@ -1,11 +1,15 @@
 """``genlab fid A B``: FID and KID between two arbitrary sets of images, as ``python -m pytorch_fid A B``.
 
-Each set is a folder of 28x28 PNGs or a ``.npy`` array, read by :func:`genlab.evaluate.load_samples`
+Each set is a folder of PNGs or a ``.npy`` array, read by :func:`genlab.evaluate.load_samples`
 (the same checks as ``genlab evaluate``). Features come from genlab's shipped classifier for
-``--dataset`` (default mnist), another classifier (``--classifier``) or pytorch-fid's Inception-v3
+``--dataset`` (default mnist), another classifier (``--classifier``, e.g. one trained on an image
+folder by ``genlab train-classifier --dataset folder:PATH``) or pytorch-fid's Inception-v3
 (``--inception``); the output names the extractor, because FIDs from different networks are not
-comparable. The maths is :func:`genlab.metrics.frechet_distance` and
-:func:`genlab.metrics.kernel_inception_distance`; :func:`two_set_metrics` returns what the command prints.
+comparable. A classifier reads images of the one shape it was trained at (1x28x28 for the shipped
+ones), and a set of another shape is refused naming both; Inception-v3 reads 1 or 3 channels at
+any size (each set of one size), resized to 299x299 as pytorch-fid does. The maths is
+:func:`genlab.metrics.frechet_distance` and :func:`genlab.metrics.kernel_inception_distance`;
+:func:`two_set_metrics` returns what the command prints.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ def _check_set(path: Path, flag: str) -> None:
             shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
             raise GenlabError(
                 f"{flag} {path} holds {len(others)} file(s) that are not .png images ({shown}); "
-                "genlab fid reads a folder of 28x28 PNGs or a .npy array: move the others out"
+                "genlab fid reads a folder of PNGs or a .npy array: move the others out"
             )
     elif path.suffix.lower() != ".npy":
         raise GenlabError(f"{flag} {path}: expected a folder of PNG images or a .npy file")
@@ -64,7 +68,7 @@ def two_set_metrics(
     a: str | Path,
     b: str | Path,
     *,
-    dataset: str = "mnist",
+    dataset: str | None = None,
     classifier: str | Path | None = None,
     inception: str | Path | None = None,
     n: int | None = None,
@@ -76,13 +80,21 @@ def two_set_metrics(
     """FID (and KID) between the image sets ``a`` and ``b`` in one extractor's feature space.
 
     The extractor is ``--inception``'s Inception-v3 when given, else the classifier (``classifier``,
-    default genlab's shipped one for ``dataset``). ``n`` takes the first N images of each set.
+    default genlab's shipped one for ``dataset``, itself default mnist; with ``classifier`` and no
+    ``dataset`` the classifier is used whatever it was trained on). ``n`` takes the first N images of each set.
     KID is the mean (and std) of the unbiased squared MMD over :data:`KID_SUBSETS` subsets of up
     to :data:`KID_SUBSET_SIZE` rows, drawn with ``seed``. Returns a JSON-ready dict: ``fid``,
     ``kid``/``kid_std`` (when ``kid``), ``extractor`` (its name, sha256 and file), ``a``/``b``
     (path and image count).
     """
-    from .evaluate import check_dataset_name, classifier_extractor, inception_extractor, load_samples
+    from .evaluate import (
+        GRAYSCALE_28,
+        SampleShapeError,
+        check_dataset_name,
+        classifier_extractor,
+        inception_extractor,
+        load_samples,
+    )
     from .metrics import feature_statistics, frechet_distance, kernel_inception_distance
 
     say = log or (lambda _msg: None)
@@ -92,14 +104,28 @@ def two_set_metrics(
     _check_set(b, "B:")
     if n is not None and n < MIN_IMAGES:
         raise ConfigError(f"-n must be at least {MIN_IMAGES}, got {n}")
-    check_dataset_name(None if inception is not None else dataset)
+    check_dataset_name(None if inception is not None else dataset, folders=True)
+    shape: tuple[int, int, int] | None = None  # Inception: any size, 1 or 3 channels
     if inception is not None:
         extractor = inception_extractor(inception, device=device)
     else:
+        if dataset is None and classifier is None:
+            dataset = "mnist"
         extractor = classifier_extractor(dataset, classifier, device=device)
+        c, h, w = extractor.meta.get("input_shape", GRAYSCALE_28)
+        shape = (int(c), int(h), int(w))
     images = {}
     for name, path in (("A", a), ("B", b)):  # both read and checked before either's features
-        x = load_samples(path, n, command="genlab fid")
+        try:
+            x = load_samples(path, n, command="genlab fid", shape=shape)
+        except SampleShapeError as e:
+            if shape is None:
+                raise
+            raise SampleShapeError(
+                f"{e.message} ({extractor.name} reads {'x'.join(map(str, shape))} images; for others pass "
+                "--classifier FILE from `genlab train-classifier --dataset folder:PATH` on images like them, "
+                "or --inception FILE)"
+            ) from None
         if len(x) < MIN_IMAGES:
             raise GenlabError(f"{name}: {path} holds {len(x)} images; FID needs at least {MIN_IMAGES} per set")
         images[name] = (path, x)
@@ -169,15 +195,18 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "fid",
         help="FID and KID between two sets of images (folders of PNGs or .npy files)",
-        description="FID (and KID) between two arbitrary sets of 28x28 grayscale images, each a folder of "
-        "PNGs or a .npy array, in the features of genlab's classifier (default: the shipped mnist one) "
-        "or of Inception-v3 (--inception). The output names the feature extractor: FIDs from "
-        "different extractors are not comparable.",
+        description="FID (and KID) between two arbitrary sets of images, each a folder of "
+        "PNGs or a .npy array, in the features of genlab's classifier (default: the shipped mnist one, "
+        "which reads 28x28 grayscale; --classifier FILE from `genlab train-classifier` for other images) "
+        "or of Inception-v3 (--inception; any size, grayscale or RGB). The output names the feature "
+        "extractor: FIDs from different extractors are not comparable.",
     )
     p.add_argument("a", help="first set: a folder of PNGs or a .npy file")
     p.add_argument("b", help="second set: a folder of PNGs or a .npy file")
     p.add_argument(
-        "--dataset", default="mnist", help="whose shipped classifier extracts the features (mnist | fashion-mnist)"
+        "--dataset",
+        help="whose shipped classifier extracts the features (mnist | fashion-mnist; default mnist, or "
+        "whatever --classifier was trained on)",
     )
     p.add_argument("--classifier", help="classifier weights from `genlab train-classifier` instead of the shipped ones")
     p.add_argument(

@@ -49,6 +49,7 @@ __all__ = [
     "FOLDER_PREFIX",
     "HELDOUT_PERCENT",
     "FolderData",
+    "folder_classes",
     "folder_root",
     "is_folder_dataset",
     "is_heldout",
@@ -95,6 +96,13 @@ class FolderData:
     skipped: tuple[tuple[str, str], ...]  # (relative path, reason) of the bad files left out
     cache: Path
 
+    @property
+    def key(self) -> str:
+        """The content key: sha256 over every file's path, label, size and content hash and the settings
+        (the cache's name). Two folders with the same key decode to the same images and labels, wherever
+        they lie; a changed, added or removed file, or another ``image_size``, gives another key."""
+        return self.cache.stem
+
 
 _WARNED: set[Path] = set()
 
@@ -137,6 +145,14 @@ def _scan(root: Path) -> tuple[list[tuple[str, int]], tuple[str, ...]]:
         )
     files = [(p.relative_to(root).as_posix(), label) for label, (_, paths) in enumerate(classes) for p in paths]
     return files, tuple(name for name, _ in classes)
+
+
+def folder_classes(root: str | os.PathLike[str]) -> tuple[str, ...]:
+    """The class names of a folder dataset (its sub-folders, sorted), or () when it is unlabelled.
+
+    Only the folder tree is listed: nothing is read or decoded.
+    """
+    return _scan(Path(os.path.abspath(os.path.expanduser(root))))[1]
 
 
 def _read(path: Path) -> bytes:

@@ -537,14 +537,22 @@ def verdict(runs: Sequence[dict[str, Any]], best: dict[str, list[str]]) -> list[
 
 
 def comparability_warnings(runs: Sequence[dict[str, Any]]) -> list[str]:
-    """Why the runs' numbers are not directly comparable (other datasets, other sample counts), for
-    the page and for the command line alike."""
+    """Why the runs' numbers are not directly comparable (other datasets, feature extractors or sample
+    counts), for the page and for the command line alike."""
     out = []
     datasets = {r["result"].get("dataset") for r in runs}
     if len(datasets) > 1:
         out.append(
             f"the runs were evaluated on different datasets ({', '.join(sorted(map(str, datasets)))}): "
             "their numbers are not comparable"
+        )
+    used = {r["name"]: sorted({str(row.get("extractor")) for row in r["result"].get("summary", [])}) for r in runs}
+    if len({tuple(v) for v in used.values()}) > 1:  # rows are keyed by key@extractor: never ranked across networks
+        each = "; ".join(f"{name}: {', '.join(v) or 'none'}" for name, v in used.items())
+        out.append(
+            f"the runs were scored with different feature extractors ({each}); a figure is only set beside "
+            "figures from the same extractor (one row per metric and extractor), and rows that only one run "
+            "has rank nothing: evaluate every run with the same --classifier / --inception to compare them"
         )
     ns = {r["result"].get("n") for r in runs}
     if len(ns) > 1:

@@ -1,4 +1,4 @@
-"""A small CNN classifier for 28x28 grayscale images: the feature space for genlab's metrics.
+"""A small CNN classifier for images of any size and channel count: the feature space for genlab's metrics.
 
 Inception-v3 features (FID as in Heusel et al. 2017) are trained on ImageNet photos and say
 little about MNIST-like digits or clothes, so genlab also ships a domain classifier. Its
@@ -8,11 +8,18 @@ and its logits give class predictions for Inception Score and mode counting.
 Architecture (about 0.43 M parameters; one Fashion-MNIST epoch takes about a minute on 2 CPU
 cores, and 2 epochs reach about 90.6 % test accuracy)::
 
-    (N, 1, 28, 28) in [0, 1] -> normalise to [-1, 1]
-    conv3x3(32)-BN-ReLU -> conv3x3(32)-BN-ReLU -> maxpool2      # (N, 32, 14, 14)
-    conv3x3(64)-BN-ReLU -> maxpool2                             # (N, 64, 7, 7)
-    flatten -> linear(3136, 128)-ReLU                           # features: (N, 128)
-    dropout(0.3) -> linear(128, 10)                             # logits:   (N, 10)
+    (N, C, H, W) in [0, 1] -> normalise to [-1, 1]               # shipped: C = 1, H = W = 28
+    conv3x3(32)-BN-ReLU -> conv3x3(32)-BN-ReLU -> maxpool2      # (N, 32, H/2, W/2)
+    conv3x3(64)-BN-ReLU -> maxpool2                             # (N, 64, H/4, W/4)
+    adaptive average pool to 7x7 -> flatten                     # (N, 3136); the identity at 28x28
+    linear(3136, 128)-ReLU                                      # features: (N, 128)
+    dropout(0.3) -> linear(128, num_classes)                    # logits:   (N, num_classes)
+
+C, H and W come from the data the network is trained on (``genlab train-classifier --dataset
+folder:PATH``) and are recorded in the sidecar; the adaptive pool is parameter-free, so the
+layout of the weights is the same at every size, and at 28x28 (7x7 after two pools) it averages
+single cells, so the shipped MNIST and Fashion-MNIST weights give exactly the features they
+always did.
 
 Weights are stored as safetensors plus a JSON sidecar (never pickle), so a downloaded
 extractor can be loaded without running code from it.
@@ -34,7 +41,11 @@ from torch import Tensor, nn
 from genlab.errors import CheckpointError
 from genlab.metrics.validate import MetricInputError, check_images
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the config records channels, height and width (version 1 files are 1x28x28)
+ARCHITECTURE = "genlab-cnn"
+_ARCHITECTURES = (ARCHITECTURE, "genlab-cnn28")  # "genlab-cnn28": the same network, written before sizes varied
+POOLED = 7  # side of the map the adaptive pool gives: what two 2x pools leave of a 28x28 image
+MIN_SIDE = 4  # two 2x max pools need at least 4 pixels to leave one
 
 
 @dataclass(frozen=True)
@@ -42,61 +53,95 @@ class ClassifierConfig:
     num_classes: int = 10  # MNIST and Fashion-MNIST both have 10 classes
     feature_dim: int = 128  # small enough that a 2-sample covariance (FID) is well estimated
     dropout: float = 0.3  # only before the last layer, so features are unaffected at eval
+    channels: int = 1  # input channels; the shipped classifiers read grayscale (their sidecars omit it)
+    height: int = 28  # input size the network was trained at; inputs of another size are refused
+    width: int = 28
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        if min(self.height, self.width) < MIN_SIDE:
+            raise ValueError(f"images must be at least {MIN_SIDE}x{MIN_SIDE}, got {self.height}x{self.width}")
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images the network reads."""
+        return (self.channels, self.height, self.width)
+
+
+class _PoolTo(nn.Module):
+    """Adaptive average pool to ``side`` x ``side``, then flatten: parameter-free, so the weights'
+    names and shapes do not depend on the input size."""
+
+    def __init__(self, side: int) -> None:
+        super().__init__()
+        self.side = side
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-2:] != (self.side, self.side):  # at 28x28 inputs nothing is averaged
+            x = F.adaptive_avg_pool2d(x, self.side)
+        return x.flatten(1)
 
 
 class CNNClassifier(nn.Module):
-    """conv-conv-pool-conv-pool -> 128-d features -> logits. Inputs are [0, 1] images."""
+    """conv-conv-pool-conv-pool-adaptive pool -> 128-d features -> logits. Inputs are [0, 1] images."""
 
     def __init__(self, config: ClassifierConfig | None = None) -> None:
         super().__init__()
         self.config = config or ClassifierConfig()
         c = self.config
         self.body = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1, bias=False),
+            nn.Conv2d(c.channels, 32, 3, padding=1, bias=False),
             nn.BatchNorm2d(32),
             nn.ReLU(inplace=True),
             nn.Conv2d(32, 32, 3, padding=1, bias=False),
             nn.BatchNorm2d(32),
             nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),  # (N, 32, 14, 14)
+            nn.MaxPool2d(2),  # (N, 32, H/2, W/2)
             nn.Conv2d(32, 64, 3, padding=1, bias=False),
             nn.BatchNorm2d(64),
             nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),  # (N, 64, 7, 7)
-            nn.Flatten(),
-            nn.Linear(64 * 7 * 7, c.feature_dim),
+            nn.MaxPool2d(2),  # (N, 64, H/4, W/4)
+            _PoolTo(POOLED),  # (N, 64 * 7 * 7); same index as the Flatten it replaced, so weight names stay
+            nn.Linear(64 * POOLED * POOLED, c.feature_dim),
             nn.ReLU(inplace=True),
         )
         self.head = nn.Sequential(nn.Dropout(c.dropout), nn.Linear(c.feature_dim, c.num_classes))
 
     def features(self, x: Tensor) -> Tensor:
-        """Penultimate activations, (N, 1, 28, 28) in [0, 1] -> (N, feature_dim)."""
+        """Penultimate activations, (N, C, H, W) in [0, 1] -> (N, feature_dim)."""
         return self.body(x * 2.0 - 1.0)
 
     def logits(self, x: Tensor) -> Tensor:
-        """Class logits, (N, 1, 28, 28) in [0, 1] -> (N, num_classes)."""
+        """Class logits, (N, C, H, W) in [0, 1] -> (N, num_classes)."""
         return self.head(self.features(x))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.logits(x)
 
 
-def _as_float_images(images: Any, name: str, metric: str) -> Tensor:
-    x = check_images(images, name, metric=metric)
+def _as_float_images(images: Any, name: str, metric: str, shape: tuple[int, int, int] | None) -> Tensor:
+    """``images`` checked to be (N, C, H, W) of ``shape`` (None: 1 or 3 channels, any size), as a float tensor."""
+    if shape is None:
+        x = check_images(images, name, metric=metric, size=None, channels=(1, 3))
+    else:
+        x = check_images(images, name, metric=metric, size=shape[1:], channels=shape[0])
     return torch.from_numpy(x if x.flags.writeable else x.copy())
 
 
 @torch.no_grad()
 def extract_features(model: CNNClassifier, images: Any, *, batch_size: int = 500, device: str = "cpu") -> np.ndarray:
-    """Penultimate features of ``images`` (N, 1, 28, 28) as a float64 (N, D) array."""
-    x = _as_float_images(images, "images", "extract_features")
+    """Penultimate features of ``images`` (N, C, H, W) of the model's input shape as a float64 (N, D) array."""
+    x = _as_float_images(images, "images", "extract_features", model.config.input_shape)
     return _batched(lambda xb: model.features(xb).double(), model, x, batch_size, device)
 
 
 @torch.no_grad()
 def predict_proba(model: CNNClassifier, images: Any, *, batch_size: int = 500, device: str = "cpu") -> np.ndarray:
     """Softmax class probabilities of ``images`` as a float64 (N, num_classes) array."""
-    x = _as_float_images(images, "images", "predict_proba")
+    x = _as_float_images(images, "images", "predict_proba", model.config.input_shape)
     return _batched(lambda xb: F.softmax(model.logits(xb).double(), dim=1), model, x, batch_size, device)
 
 
@@ -124,15 +169,18 @@ def train_classifier(
     device: str = "cpu",
     config: ClassifierConfig | None = None,
     log_every: int = 0,
+    max_steps: int | None = None,
 ) -> CNNClassifier:
     """Train a :class:`CNNClassifier` with Adam on in-memory images; returns it in eval mode.
 
-    ``images_uint8`` is (N, 1, 28, 28) uint8 (or float in [0, 1]); ``labels`` int (N,).
-    Batches are drawn by a seeded permutation of indices each epoch, so a run is
-    reproducible on one device. ``log_every`` > 0 prints the running loss every that
-    many steps.
+    ``images_uint8`` is (N, C, H, W) uint8 (or float in [0, 1]), C 1 or 3; ``labels`` int (N,).
+    Without ``config`` the network takes its channels and size from the images and has 10
+    classes; a ``config`` must match the images' shape. Batches are drawn by a seeded
+    permutation of indices each epoch, so a run is reproducible on one device. Training stops
+    after ``epochs`` passes or ``max_steps`` batches, whichever comes first. ``log_every`` > 0
+    prints the running loss every that many steps.
     """
-    x = _as_float_images(images_uint8, "images_uint8", "train_classifier")
+    x = _as_float_images(images_uint8, "images_uint8", "train_classifier", config.input_shape if config else None)
     y = torch.from_numpy(np.array(labels.cpu() if isinstance(labels, Tensor) else labels))
     if y.ndim != 1 or len(y) != len(x):
         raise MetricInputError(
@@ -140,7 +188,7 @@ def train_classifier(
             f"({len(x)}), got shape {tuple(y.shape)}"
         )
     y = y.long()
-    config = config or ClassifierConfig()
+    config = config or ClassifierConfig(channels=x.shape[1], height=x.shape[2], width=x.shape[3])
     if int(y.min()) < 0 or int(y.max()) >= config.num_classes:
         raise MetricInputError(
             f"train_classifier: labels must lie in [0, {config.num_classes - 1}], "
@@ -154,8 +202,12 @@ def train_classifier(
     step = 0
     model.train()
     for _ in range(epochs):
+        if max_steps is not None and step >= max_steps:
+            break
         perm = torch.randperm(len(x), generator=gen).to(device)
         for i in range(0, len(x), batch_size):
+            if max_steps is not None and step >= max_steps:
+                break
             idx = perm[i : i + batch_size]
             loss = F.cross_entropy(model(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
@@ -187,7 +239,7 @@ def save_classifier(model: CNNClassifier, path: str | Path, meta: dict[str, Any]
     sidecar = {
         "format_version": FORMAT_VERSION,
         "genlab_version": __version__,
-        "architecture": "genlab-cnn28",
+        "architecture": ARCHITECTURE,
         "config": asdict(model.config),
         "meta": meta,
     }
@@ -214,7 +266,7 @@ def load_classifier(path: str | Path, *, device: str = "cpu") -> tuple[CNNClassi
         config = ClassifierConfig(**info["config"])
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"classifier sidecar {side} is not a genlab classifier description: {e}") from e
-    if info.get("architecture") != "genlab-cnn28":
+    if info.get("architecture") not in _ARCHITECTURES:
         raise CheckpointError(f"{side}: unknown classifier architecture {info.get('architecture')!r}")
     try:
         state = load_file(str(path), device="cpu")

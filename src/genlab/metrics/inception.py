@@ -11,10 +11,11 @@ genlab cannot download the weights (and does not depend on torchvision). Get the
 pytorch-fid's releases and pass its path to :func:`load_fid_inception`. It is read with
 ``torch.load(weights_only=True)``, which refuses to run code, or as a ``.safetensors`` file.
 
-Grayscale 28x28 inputs are repeated to 3 channels, resized to 299x299 (bilinear,
-align_corners=False, as pytorch-fid) and scaled from [0, 1] to [-1, 1]. FID values from this
-network on MNIST-like data are comparable with pytorch-fid's, but they measure ImageNet
-features; prefer genlab's classifier features for judging digits or clothes.
+Inputs are (N, C, H, W) in [0, 1] with C 1 or 3 and any H, W: grayscale is repeated to 3
+channels, every image is resized to 299x299 (bilinear, align_corners=False, as pytorch-fid's
+``resize_input``) and scaled from [0, 1] to [-1, 1]. FID values from this network are
+comparable with pytorch-fid's; on MNIST-like data they measure ImageNet features, so prefer
+genlab's classifier features for judging digits or clothes.
 """
 
 from __future__ import annotations
@@ -181,7 +182,7 @@ class FIDInceptionV3(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[1] == 1:
             x = x.repeat(1, 3, 1, 1)  # grayscale -> RGB
-        x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+        x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)  # any H, W
         x = 2 * x - 1  # (N, 3, 299, 299) in [-1, 1]
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         x = F.max_pool2d(x, kernel_size=3, stride=2)  # (N, 64, 73, 73)
@@ -265,8 +266,8 @@ def load_fid_inception(path: str | Path, *, device: str = "cpu") -> FIDInception
 
 @torch.no_grad()
 def inception_features(model: FIDInceptionV3, images: Any, *, batch_size: int = 50, device: str = "cpu") -> np.ndarray:
-    """Pool3 features (N, 2048) float64 of grayscale images (N, 1, H, W) in [0, 1] or uint8."""
-    x = check_images(images, "images", metric="inception_features", size=None)
+    """Pool3 features (N, 2048) float64 of images (N, C, H, W), C 1 or 3, any size, in [0, 1] or uint8."""
+    x = check_images(images, "images", metric="inception_features", size=None, channels=(1, 3))
     model = model.to(device).eval()
     out = [model(torch.from_numpy(x[i : i + batch_size].copy()).to(device)).cpu() for i in range(0, len(x), batch_size)]
     return torch.cat(out).double().numpy()

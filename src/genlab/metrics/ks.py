@@ -30,11 +30,13 @@ STATISTICS = (
 
 
 def image_statistics(images: Any) -> dict[str, np.ndarray]:
-    """Per-image statistics of (N, 1, H, W) images in [0, 1]; each value is an (N,) array.
+    """Per-image statistics of (N, C, H, W) images in [0, 1]; each value is an (N,) array.
 
-    A blank image has its centre of mass put at the image centre and a spread of 0.
+    Colour images (C = 3) are measured on their channel mean (the grey level). A blank image has
+    its centre of mass put at the image centre and a spread of 0.
     """
-    x = check_images(images, "images", metric="image_statistics", size=None)[:, 0].astype(np.float64)
+    x = check_images(images, "images", metric="image_statistics", size=None, channels=(1, 3))
+    x = (x[:, 0] if x.shape[1] == 1 else x.mean(axis=1)).astype(np.float64)
     n, h, w = x.shape
     flat = x.reshape(n, -1)
     mass = flat.sum(axis=1)
@@ -122,10 +124,12 @@ def ks_tests(
     Pass ``real_features``/``fake_features`` (same extractor) to add ``pc1..pcK`` rows.
     """
     metric = "KS tests"
-    real = check_images(real_images, "real_images", metric=metric, min_samples=2, size=None)
-    fake = check_images(fake_images, "fake_images", metric=metric, min_samples=2, size=None)
-    if real.shape[2:] != fake.shape[2:]:
-        raise MetricInputError(f"{metric}: real and fake images differ in size: {real.shape[2:]} vs {fake.shape[2:]}")
+    real = check_images(real_images, "real_images", metric=metric, min_samples=2, size=None, channels=(1, 3))
+    fake = check_images(fake_images, "fake_images", metric=metric, min_samples=2, size=None, channels=(1, 3))
+    if real.shape[1:] != fake.shape[1:]:
+        raise MetricInputError(
+            f"{metric}: real and fake images differ in shape (C, H, W): {real.shape[1:]} vs {fake.shape[1:]}"
+        )
     if not 0 < alpha < 1:
         raise MetricInputError(f"{metric}: alpha must be in (0, 1), got {alpha}")
     sr, sf = image_statistics(real), image_statistics(fake)

@@ -11,7 +11,7 @@ has ``fraction_copies`` close to q; a copying model far above it. Pixel-space di
 catches literal copies; feature-space distance also catches near-copies (shifted,
 re-noised), at the cost of calling two different images of the same look "copies".
 
-Inputs are either all images (N, 1, H, W) / (N, H, W), compared in pixel space (flattened,
+Inputs are either all images (N, C, H, W) / (N, H, W), compared in pixel space (flattened,
 Euclidean), or all 2-D (N, D) feature arrays from the same extractor.
 """
 
@@ -45,7 +45,10 @@ def _as_vectors(arrays: dict[str, Any]) -> tuple[dict[str, np.ndarray], str]:
         out = {k: check_features(v, k, metric="memorization", min_samples=1) for k, v in arrays.items()}
         space = "features"
     elif all(n in (3, 4) for n in ndims.values()):
-        out = {k: check_images(v, k, metric="memorization", size=None).reshape(len(v), -1) for k, v in arrays.items()}
+        out = {
+            k: check_images(v, k, metric="memorization", size=None, channels=(1, 3)).reshape(len(v), -1)
+            for k, v in arrays.items()
+        }
         space = "pixel"
     else:
         raise MetricInputError(

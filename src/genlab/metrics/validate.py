@@ -38,23 +38,30 @@ def check_images(
     metric: str = "this metric",
     min_samples: int = 1,
     size: tuple[int, int] | None = (28, 28),
+    channels: int | tuple[int, ...] | None = 1,
 ) -> np.ndarray:
-    """Validate a batch of grayscale images and return it as float32 ``(N, 1, H, W)`` in [0, 1].
+    """Validate a batch of images and return it as float32 ``(N, C, H, W)`` in [0, 1].
 
-    Accepted: a numpy array (or torch tensor) of shape ``(N, 1, H, W)`` or ``(N, H, W)``;
-    floating point with finite values in [0, 1], or ``uint8`` (divided by 255). Any other
-    integer or boolean dtype is refused rather than guessed at. ``size=None`` skips the
-    ``(H, W)`` check (pixel-space metrics work at any size).
+    Accepted: a numpy array (or torch tensor) of shape ``(N, C, H, W)``, or ``(N, H, W)`` for
+    grayscale; floating point with finite values in [0, 1], or ``uint8`` (divided by 255). Any
+    other integer or boolean dtype is refused rather than guessed at. ``channels`` is the channel
+    count required (an int, a tuple of allowed counts, or None for any); the default 1 is
+    genlab's 28x28 grayscale classifiers. ``size=None`` skips the ``(H, W)`` check (pixel-space
+    metrics work at any size).
     """
     x = _to_numpy(x)
     if not isinstance(x, np.ndarray):
         raise MetricInputError(f"{metric}: {name!r} must be a numpy array, got {type(x).__name__}")
-    if x.ndim == 3:
+    allowed = (channels,) if isinstance(channels, int) else channels
+    if x.ndim == 3 and (allowed is None or 1 in allowed):
         x = x[:, None]
-    if x.ndim != 4 or x.shape[1] != 1:
+    if allowed == (1,) and (x.ndim != 4 or x.shape[1] != 1):
         raise MetricInputError(
             f"{metric}: {name!r} must have shape (N, 1, H, W) or (N, H, W) (grayscale), got {tuple(x.shape)}"
         )
+    if x.ndim != 4 or (allowed is not None and x.shape[1] not in allowed):
+        which = "C" if allowed is None else f"C in {{{', '.join(map(str, allowed))}}}"
+        raise MetricInputError(f"{metric}: {name!r} must have shape (N, C, H, W) with {which}, got {tuple(x.shape)}")
     if size is not None and tuple(x.shape[2:]) != tuple(size):
         raise MetricInputError(f"{metric}: {name!r} must be {size[0]}x{size[1]} images, got {x.shape[2]}x{x.shape[3]}")
     if x.dtype == np.uint8:
