@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -44,6 +45,7 @@ from genlab.config import DataConfig, RunConfig, TrainConfig
 from genlab.data import load_dataset
 from genlab.evaluate import evaluate_samples, prepare_reference
 from genlab.models import get_preset
+from genlab.models.base import config_from_dict
 from genlab.sample import generate, save_grid
 from genlab.seeding import set_seed
 from genlab.training import train
@@ -51,32 +53,60 @@ from genlab.training import train
 METRICS = ("fid", "kid", "is", "pr", "ks", "modes")  # everything but memorisation (slow, not a quality figure)
 
 
-def parse_presets(text: str) -> list[tuple[str, str]]:
+def parse_presets(text: str) -> list[tuple[str, str, dict, dict]]:
+    """'gan:dcgan,gan:dcgan:augment="cutout":train.lr=4e-4' -> [(family, preset, model fields, train fields)].
+
+    After FAMILY:PRESET, ``KEY=VALUE`` sets a model field and ``train.KEY=VALUE`` a training field,
+    as ``genlab train --set`` would (values read as JSON, else kept as text).
+    """
     out = []
     for item in (s.strip() for s in text.split(",") if s.strip()):
-        family, sep, preset = item.partition(":")
+        family, sep, rest = item.partition(":")
+        preset, *settings = rest.split(":")
         if not sep or not family or not preset:
-            raise SystemExit(f"--presets: expected FAMILY:PRESET (e.g. gan:dcgan), got {item!r}")
+            raise SystemExit(f"--presets: expected FAMILY:PRESET[:KEY=VALUE...] (e.g. gan:dcgan), got {item!r}")
         get_preset(family, preset)  # fail now on a typo, not after an hour of training
-        out.append((family, preset))
+        model, train_fields = {}, {}
+        for setting in settings:
+            key, eq, value = setting.partition("=")
+            if not eq or not key:
+                raise SystemExit(f"--presets: expected KEY=VALUE after the preset, got {setting!r} in {item!r}")
+            try:
+                parsed = json.loads(value)
+            except json.JSONDecodeError:
+                parsed = value
+            if key.startswith("train."):
+                train_fields[key.removeprefix("train.")] = parsed
+            else:
+                model[key] = parsed
+        out.append((family, preset, model, train_fields))
     if not out:
         raise SystemExit("--presets: give at least one FAMILY:PRESET")
     return out
 
 
-def train_one(family: str, preset: str, data, test, minutes: float, device: str, seed: int, out: Path) -> dict:
+def label(family: str, preset: str, model: dict, train_fields: dict) -> str:
+    extra = [f"{k}={v}" for k, v in model.items()] + [f"train.{k}={v}" for k, v in train_fields.items()]
+    return ":".join([f"{family}:{preset}", *extra])
+
+
+def train_one(spec: tuple, data, test, minutes: float, device: str, seed: int, run_dir: Path, preset_epochs: bool):
+    family, preset, model_fields, train_fields = spec
     p = get_preset(family, preset)
+    model_cfg = config_from_dict(type(p.model), {**dataclasses.asdict(p.model), **model_fields}, "model")
+    # --preset-epochs: the preset's own epoch count, stopped by the budget if it comes first, as
+    # `genlab train FAMILY --preset P --max-minutes M` does; otherwise the budget alone stops training
+    epochs = {} if preset_epochs else {"epochs": BIG}
     train_cfg = dataclasses.replace(
         TrainConfig(),
-        **{**p.train, "epochs": BIG},
+        **{**p.train, **train_fields, **epochs},
         max_minutes=minutes,
         checkpoint_every=BIG,
         log_every=500,
         seed=seed,
         device=device,
     )
-    run = RunConfig(family, preset, p.model, DataConfig(data.name, data.split), train_cfg)
-    run_dir = out / f"{family}-{preset}"
+    run = RunConfig(family, preset, model_cfg, DataConfig(data.name, data.split), train_cfg)
     result = train(run, run_dir, overwrite=True, quiet=True, data=data, heldout=test)
     model, _ = load_run(run_dir, device=device)
     return {
@@ -89,14 +119,85 @@ def train_one(family: str, preset: str, data, test, minutes: float, device: str,
     }
 
 
+def score(samples, test, args, device, extractors, name: str, judge) -> dict:
+    """All metrics of one model's samples, as one flat row."""
+    ev = evaluate_samples(
+        samples.numpy(),
+        args.dataset,
+        metrics=METRICS,
+        data_dir=args.data_dir,
+        seed=args.seed,
+        device=device,
+        train_split="train" if args.final else "fit",
+        source={"benchmark": "gan_quality", "model": name, "n": args.n},
+        test=test,
+        extractors=extractors,
+        baselines=False,
+    )
+    m = {r["key"]: r for r in ev.result["summary"]}
+    ks, modes = ev.result["details"]["ks"], ev.result["details"]["modes"]
+    row = {
+        "extractor": m["fid"]["extractor"],
+        "fid": m["fid"]["value"],
+        "kid": m["kid"]["value"],
+        "kid_std": m["kid"]["std"],
+        "is": m["is"]["value"],
+        "is_std": m["is"]["std"],
+        "precision": m["precision"]["value"],
+        "recall": m["recall"]["value"],
+        "density": m["density"]["value"],
+        "coverage": m["coverage"]["value"],
+        "classes_covered": modes["classes_covered"],
+        "num_classes": modes["num_classes"],
+        "missing_classes": modes.get("missing_classes"),
+        "class_kl": m["class_kl"]["value"],
+        "ks_differing": ks["n_differing"],
+        "ks_tests": ks["n_tests"],
+    }
+    if judge is not None:
+        row["judge2"] = judge.name
+        row["fid_judge2"] = judge.fid(samples.numpy(), test.images)
+    return row
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Per model over seeds: the mean and sample standard deviation of each headline figure."""
+    out = []
+    for name in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == name]
+        summary: dict = {"model": name, "seeds": [r["seed"] for r in mine]}
+        for key in ("images_per_second", "epochs", "fid", "fid_judge2", "kid", "precision", "recall", "coverage"):
+            values = [r[key] for r in mine if key in r]
+            if values:
+                summary[key] = statistics.fmean(values)
+                summary[key + "_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        summary["classes_covered_min"] = min(r["classes_covered"] for r in mine)
+        summary["num_classes"] = mine[0]["num_classes"]
+        out.append(summary)
+    return out
+
+
 def main(argv=None) -> int:
     ap = budget_parser(__doc__, minutes=15.0, out="runs/bench-gan-quality")
     ap.add_argument(
         "--presets",
         default="gan:seed,gan:dcgan,gan:hinge-sn,vae:seed",
-        help="comma-separated FAMILY:PRESET list (default gan:seed,gan:dcgan,gan:hinge-sn,vae:seed)",
+        help="comma-separated FAMILY:PRESET[:KEY=VALUE...] list (default gan:seed,gan:dcgan,gan:hinge-sn,vae:seed)",
     )
     ap.add_argument("-n", type=int, default=10_000, help="samples drawn and scored per model (default 10000)")
+    ap.add_argument("--seeds", default=None, help="comma-separated training seeds (default: --seed)")
+    ap.add_argument(
+        "--preset-epochs",
+        action="store_true",
+        help="keep each preset's epoch count, the budget stopping training if it comes first: what "
+        "`genlab train ... --max-minutes M` does (default: only the budget stops training)",
+    )
+    ap.add_argument(
+        "--second-judge",
+        action="store_true",
+        help="also report FID on an independently trained feature network (benchmarks/second_judge.py; "
+        "trained once, a few minutes, then cached)",
+    )
     ap.add_argument(
         "--final",
         action="store_true",
@@ -105,111 +206,110 @@ def main(argv=None) -> int:
     )
     args = ap.parse_args(argv)
 
-    presets = parse_presets(args.presets)
+    specs = parse_presets(args.presets)
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [args.seed]
     device = auto_device() if args.device == "auto" else args.device
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = load_dataset(args.dataset, "train" if args.final else "fit", data_dir=args.data_dir)
     test = load_dataset(args.dataset, "test" if args.final else "val", data_dir=args.data_dir)
+    names = [label(*spec) for spec in specs]
     print(
         f"{args.dataset}: {len(data)} {data.split}, {len(test)} {test.split} images; {args.minutes:g} min per model on "
-        f"{device} ({torch.get_num_threads()} CPU threads); {args.n} samples each; "
-        f"models: {', '.join(f'{f}:{p}' for f, p in presets)}",
+        f"{device} ({torch.get_num_threads()} CPU threads); {args.n} samples each; seeds {seeds}; "
+        f"models: {', '.join(names)}",
         file=sys.stderr,
     )
 
     _, extractors = prepare_reference(args.dataset, args.data_dir, None, None, device=device)
+    judge = None
+    if args.second_judge:
+        from second_judge import load_or_train_judge
+
+        judge = load_or_train_judge(args.dataset, args.data_dir)
     warm_up(device)
     t_start = time.perf_counter()
-    rows, extractor = [], None
-    for family, preset in presets:  # sequentially, one process
-        name = f"{family}:{preset}"
-        set_seed(args.seed)
-        t = train_one(family, preset, data, test, args.minutes, device, args.seed, out)
-        print(
-            f"  trained {name}: {t['steps']} steps, {t['epochs']:.2f} epochs in {t['seconds']:.0f} s", file=sys.stderr
-        )
-        g = torch.Generator().manual_seed(args.seed)
-        samples = generate(t["model"], args.n, generator=g)
-        grid = out / f"samples-{family}-{preset}.png"
-        save_grid(samples[:100], grid, nrow=10)
-        t_eval = time.perf_counter()
-        ev = evaluate_samples(
-            samples.numpy(),
-            args.dataset,
-            metrics=METRICS,
-            data_dir=args.data_dir,
-            seed=args.seed,
-            device=device,
-            train_split=data.split,
-            source={"benchmark": "gan_quality", "model": name, "n": args.n},
-            test=test,
-            extractors=extractors,
-        )
-        del t["model"], samples
-        print(f"  evaluated {name} in {time.perf_counter() - t_eval:.0f} s", file=sys.stderr)
-        m = {r["key"]: r for r in ev.result["summary"]}
-        extractor = extractor or m["fid"]["extractor"]
-        ks = ev.result["details"]["ks"]
-        modes = ev.result["details"]["modes"]
-        rows.append(
-            {
-                "model": name,
-                "epochs": round(t["epochs"], 3),
-                "steps": t["steps"],
-                "train_seconds": round(t["seconds"], 1),
-                "images_per_second": round(t["images_per_second"], 1),
-                "fid": m["fid"]["value"],
-                "kid": m["kid"]["value"],
-                "kid_std": m["kid"]["std"],
-                "is": m["is"]["value"],
-                "is_std": m["is"]["std"],
-                "precision": m["precision"]["value"],
-                "recall": m["recall"]["value"],
-                "density": m["density"]["value"],
-                "coverage": m["coverage"]["value"],
-                "classes_covered": modes["classes_covered"],
-                "num_classes": modes["num_classes"],
-                "missing_classes": modes.get("missing_classes"),
-                "class_kl": m["class_kl"]["value"],
-                "ks_differing": ks["n_differing"],
-                "ks_tests": ks["n_tests"],
-                "ks_fraction_differing": round(ks["n_differing"] / max(ks["n_tests"], 1), 4),
-                "grid": str(grid),
-                "run_dir": str(out / f"{family}-{preset}"),
-                "warnings": t["warnings"],
-            }
-        )
+    rows = []
+    for seed in seeds:
+        for spec, name in zip(specs, names):  # sequentially, one process
+            set_seed(seed)
+            tag = name.replace(":", "-").replace("=", "").replace('"', "")
+            run_dir = out / f"{tag}-seed{seed}"
+            t = train_one(spec, data, test, args.minutes, device, seed, run_dir, args.preset_epochs)
+            print(
+                f"  trained {name} (seed {seed}): {t['steps']} steps, {t['epochs']:.2f} epochs in {t['seconds']:.0f} s",
+                file=sys.stderr,
+            )
+            samples = generate(t["model"], args.n, generator=torch.Generator().manual_seed(seed))
+            grid = out / f"samples-{tag}-seed{seed}.png"
+            save_grid(samples[:100], grid, nrow=10)
+            t_eval = time.perf_counter()
+            scores = score(samples, test, args, device, extractors, name, judge)
+            del t["model"], samples
+            print(f"  evaluated {name} in {time.perf_counter() - t_eval:.0f} s", file=sys.stderr)
+            rows.append(
+                {
+                    "model": name,
+                    "seed": seed,
+                    "epochs": round(t["epochs"], 3),
+                    "steps": t["steps"],
+                    "train_seconds": round(t["seconds"], 1),
+                    "images_per_second": round(t["images_per_second"], 1),
+                    **scores,
+                    "grid": str(grid),
+                    "run_dir": str(run_dir),
+                    "warnings": t["warnings"],
+                }
+            )
 
+    j2 = judge is not None
     header = (
-        f"{'model':<14} {'epochs':>7} {'images/s':>9} {'FID':>8} {'KID':>8} {'IS':>6} {'precision':>9} "
-        f"{'recall':>7} {'coverage':>8} {'classes':>7}"
+        f"{'model':<34} {'seed':>4} {'epochs':>7} {'images/s':>9} {'FID':>8}{' FID-j2' if j2 else ''} {'KID':>8} "
+        f"{'IS':>6} {'precision':>9} {'recall':>7} {'coverage':>8} {'classes':>7}"
     )
-    print(f"\nextractor: {extractor}")
+    print(f"\nextractor: {rows[0]['extractor']}" + (f"; second judge: {judge.name}" if j2 else ""))
     print(
         f"{args.dataset}: trained on {data.split}, scored against the {test.split} split; {args.n} samples per model; "
-        f"{args.minutes:g} min of training each"
+        f"{args.minutes:g} min of training each" + ("; the presets' own epochs" if args.preset_epochs else "")
     )
     print_table(
         header,
         [
-            f"{r['model']:<14} {r['epochs']:>7.2f} {r['images_per_second']:>9,.0f} {r['fid']:>8.2f} "
-            f"{r['kid']:>8.4f} {r['is']:>6.2f} {r['precision']:>9.3f} {r['recall']:>7.3f} "
+            f"{r['model']:<34} {r['seed']:>4} {r['epochs']:>7.2f} {r['images_per_second']:>9,.0f} {r['fid']:>8.2f}"
+            + (f" {r['fid_judge2']:>6.2f}" if j2 else "")
+            + f" {r['kid']:>8.4f} {r['is']:>6.2f} {r['precision']:>9.3f} {r['recall']:>7.3f} "
             f"{r['coverage']:>8.3f} {r['classes_covered']:>4}/{r['num_classes']:<2}"
             for r in rows
         ],
         "FID, KID: lower is better; IS (1..10), precision, recall, coverage (0..1), classes covered: higher. "
         "Density, class KL and KS tests differing are in results.json.",
     )
+    summary = summarise(rows)
+    if len(seeds) > 1:
+        print()
+        print_table(
+            f"{'model':<34} {'images/s':>15} {'FID':>15}{' ' * 4 + 'FID-j2' + ' ' * 6 if j2 else ''} "
+            f"{'recall':>13} {'classes':>7}",
+            [
+                f"{s['model']:<34} {s['images_per_second']:>8,.0f} +-{s['images_per_second_std']:>4,.0f} "
+                f"{s['fid']:>8.2f} +-{s['fid_std']:>4.1f}"
+                + (f" {s['fid_judge2']:>8.2f} +-{s['fid_judge2_std']:>4.1f}" if j2 else "")
+                + f" {s['recall']:>6.3f} +-{s['recall_std']:.3f} {s['classes_covered_min']:>4}/{s['num_classes']:<2}"
+                for s in summary
+            ],
+            f"Mean +- sample standard deviation over seeds {seeds}; classes: the fewest covered by any seed.",
+        )
     (out / "results.json").write_text(
         json.dumps(
             {
                 "args": vars(args),
                 "device": device,
-                "extractor": extractor,
+                "extractor": rows[0]["extractor"],
+                "second_judge": judge.name if j2 else None,
                 "metrics": list(METRICS),
                 "total_seconds": round(time.perf_counter() - t_start, 1),
                 "rows": rows,
+                "summary": summary,
             },
             indent=2,
         )

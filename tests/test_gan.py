@@ -16,7 +16,17 @@ from torch import nn
 from genlab.errors import ConfigError
 from genlab.models import build_model
 from genlab.models.base import StepContext, StepNoise, TrainSettings, config_from_dict
-from genlab.models.gan import GAN, PRESETS, GANConfig, MinibatchStd, d_loss, g_loss, gradient_penalty
+from genlab.models.gan import (
+    GAN,
+    PRESETS,
+    GANConfig,
+    MinibatchStd,
+    d_loss,
+    diff_augment,
+    g_loss,
+    gradient_penalty,
+    r1_penalty,
+)
 from genlab.training.callbacks import ema_decay_at, ema_update
 
 B = 8
@@ -166,6 +176,9 @@ def test_32x32_dcgan_and_wrong_image_shape() -> None:
         dict(ema_decay=1.0),
         dict(betas=(0.5,)),
         dict(arch="resnet"),
+        dict(augment="translation,flip"),
+        dict(r1_gamma=-1.0),
+        dict(r1_every=0),
     ],
 )
 def test_invalid_config_is_refused(bad: dict) -> None:
@@ -271,6 +284,124 @@ def test_gradient_penalty_known_answers() -> None:
     assert gp.item() == pytest.approx(4.0, rel=1e-5)  # (3 - 1)^2
     gp.backward()  # differentiable in the critic's weights: d/dw (|w| - 1)^2 = 2 (|w| - 1) w / |w|
     torch.testing.assert_close(critic.w.grad, 2 * (3 - 1) * w / w.norm())
+
+
+def test_r1_penalty_known_answer_and_its_gradient() -> None:
+    w = torch.randn(784)
+    real = torch.rand(16, 1, 28, 28).requires_grad_(True)
+    critic = LinearCritic(w)
+    r1 = r1_penalty(critic(real), real)
+    assert r1.item() == pytest.approx(w.pow(2).sum().item(), rel=1e-5)  # grad_x <w, x> = w for every image
+    r1.backward()  # differentiable in the critic's weights: d/dw |w|^2 = 2w
+    torch.testing.assert_close(critic.w.grad, 2 * w)
+
+
+# -- DiffAugment ---------------------------------------------------------------------------
+def fixed_draws(value: float):
+    """rand(*shape) that always draws ``value``: a chosen augmentation instead of a random one."""
+    return lambda *shape: torch.full(shape, value)
+
+
+def test_translation_moves_the_image_by_the_drawn_offset_and_fills_with_zeros() -> None:
+    x = torch.arange(1.0, 28 * 28 + 1).view(1, 1, 28, 28).repeat(2, 1, 1, 1)
+    # offsets in [-4, 4] (1/8 of 28, rounded): a draw of 0.99 is +4 in both axes, 0.5 is 0
+    up_left = diff_augment(x, ("translation",), fixed_draws(0.99))
+    assert torch.equal(up_left[:, :, :24, :24], x[:, :, 4:, 4:])  # out[i, j] = x[i + 4, j + 4]
+    assert up_left[:, :, 24:, :].abs().sum() == 0 and up_left[:, :, :, 24:].abs().sum() == 0
+    assert torch.equal(diff_augment(x, ("translation",), fixed_draws(0.5)), x)
+    down_right = diff_augment(x, ("translation",), fixed_draws(0.0))
+    assert torch.equal(down_right[:, :, 4:, 4:], x[:, :, :24, :24])
+
+
+def test_cutout_zeroes_one_half_size_square_and_keeps_the_rest() -> None:
+    x = torch.rand(3, 1, 28, 28) + 1.0  # no zeros of its own
+    centred = diff_augment(x, ("cutout",), fixed_draws(0.5))  # centre (14, 14): rows and columns 7..20
+    assert torch.equal((centred == 0).sum(dim=(1, 2, 3)), torch.full((3,), 14 * 14))
+    assert centred[:, :, 7:21, 7:21].abs().sum() == 0
+    corner = diff_augment(x, ("cutout",), fixed_draws(0.0))  # centre (0, 0): the square overhangs the corner
+    assert (corner == 0).sum().item() == 3 * 7 * 7 and corner[:, :, :7, :7].abs().sum() == 0
+
+
+def test_augmentation_is_differentiable_and_per_sample() -> None:
+    g = torch.Generator().manual_seed(3)
+    rand = lambda *shape: torch.rand(*shape, generator=g)  # noqa: E731
+    x = torch.rand(64, 1, 28, 28, requires_grad=True)
+    out = diff_augment(x, ("color", "translation", "cutout"), rand)
+    assert out.shape == x.shape
+    out.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    same = diff_augment(x.detach()[:1].repeat(64, 1, 1, 1), ("translation", "cutout"), rand)
+    assert len({tuple(img.flatten().tolist()) for img in same}) > 32  # each sample drew its own augmentation
+
+
+def test_augmented_and_r1_training_steps_are_seeded_and_change_both_networks() -> None:
+    def train(noise_seed: int) -> dict:
+        model = make("dcgan", seed=0, width=8, augment="translation,cutout,color", r1_gamma=1.0, r1_every=2)
+        run_steps(model, 3, seed=noise_seed)
+        return model.state_dict()
+
+    a, b, c = train(0), train(0), train(1)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    init = make("dcgan", seed=0, width=8).state_dict()
+    for net in ("generator.", "discriminator."):
+        assert any(not torch.equal(a[k], init[k]) for k in a if k.startswith(net))
+
+
+# -- speed work that must not change the arithmetic ----------------------------------------------
+def test_project_and_reshape_is_the_transposed_conv_it_replaces() -> None:
+    from genlab.models.gan.networks import ProjectAndReshape
+
+    torch.manual_seed(0)
+    fast = ProjectAndReshape(100, 16, 7, 1, 0, bias=True)
+    plain = nn.ConvTranspose2d(100, 16, 7, 1, 0, bias=True)
+    plain.load_state_dict(fast.state_dict())  # same parameter names and shapes: old runs load unchanged
+    z = torch.randn(5, 100, 1, 1)
+    torch.testing.assert_close(fast(z), plain(z), rtol=1e-5, atol=1e-6)
+    wide = torch.randn(2, 100, 3, 3)  # not a 1x1 input: the general transposed conv
+    torch.testing.assert_close(fast(wide), plain(wide))
+
+
+def test_generator_step_leaves_d_untouched_and_matches_an_unfrozen_d(monkeypatch) -> None:
+    """D's weights get no gradient in G's step (it was discarded anyway); G's update is unchanged."""
+    import contextlib
+
+    import genlab.models.gan.model as gan_model
+
+    def g_after_two_steps() -> list[torch.Tensor]:
+        model = make("dcgan", width=8)
+        run_steps(model, 2)
+        assert all(p.requires_grad for p in model.discriminator.parameters())  # restored after G's step
+        return clone_params(model.generator)
+
+    fast = g_after_two_steps()
+    monkeypatch.setattr(gan_model, "frozen", lambda module: contextlib.nullcontext())
+    plain = g_after_two_steps()
+    for a, b in zip(fast, plain):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_channels_last_hooks_change_layouts_not_values() -> None:
+    from genlab.models.gan.networks import keep_activations_channels_last
+
+    model = make("dcgan", width=8)
+    plain = make("dcgan", width=8)  # same seed, same weights, no hooks
+    for net in (plain.generator, plain.discriminator):
+        for m in net.modules():
+            m._forward_hooks.clear()
+    z = torch.randn(4, 100)
+    x = torch.rand(4, 1, 28, 28).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    x_plain = x.detach().clone().requires_grad_(True)
+    torch.testing.assert_close(model.generator(z), plain.generator(z))
+    model.discriminator(x).sum().backward()
+    plain.discriminator(x_plain).sum().backward()
+    torch.testing.assert_close(x.grad, x_plain.grad)
+    h = model.discriminator.features[:2](x)  # conv -> LeakyReLU: the hook's output
+    assert h.is_contiguous(memory_format=torch.channels_last)
+    x_nchw = x_plain.detach().contiguous()
+    assert not plain.discriminator.features[:2](x_nchw).is_contiguous(memory_format=torch.channels_last)  # no hook
+    keep_activations_channels_last(plain.discriminator)
+    assert plain.discriminator.features[:2](x_nchw).is_contiguous(memory_format=torch.channels_last)
 
 
 # -- spectral norm --------------------------------------------------------------------------

@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass
 
 from ...config import require
+from ...errors import ConfigError
+from .augment import parse_policies
 
 LOSSES = ("ns", "minimax", "hinge", "lsgan", "wgan-gp")
 
@@ -30,6 +32,9 @@ class GANConfig:
     ema_decay: float = 0.0  # EMA of G's weights for sampling (e.g. 0.999); 0 = off, sample from G itself
     betas: tuple = (0.5, 0.999)  # Adam betas for both nets; beta1 = 0.5 is DCGAN's, (0, 0.9) WGAN-GP's
     d_lr_mult: float = 1.0  # D's lr = train.lr * d_lr_mult (train.lr is G's); 4 with lr 1e-4 = TTUR
+    augment: str = ""  # DiffAugment policies for D's inputs, e.g. "translation,cutout" (Zhao et al. 2020); "" = none
+    r1_gamma: float = 0.0  # R1 penalty gamma/2 * |grad_x D(x)|^2 on real data (Mescheder et al. 2018); 0 = off
+    r1_every: int = 16  # lazy R1 (Karras et al. 2020): every k-th D step, weighted by k
     collapse_threshold: float = 0.25  # diversity below this (real data = 1) is reported as mode collapse
     image_shape: tuple = (1, 28, 28)  # (C, H, W); DCGAN supports 28x28 (7-14-28) and 32x32 (4-8-16-32)
 
@@ -67,6 +72,17 @@ class GANConfig:
         )
         require(
             math.isfinite(self.d_lr_mult) and self.d_lr_mult > 0, f"model.d_lr_mult must be > 0, got {self.d_lr_mult}"
+        )
+        try:
+            parse_policies(self.augment)
+        except ValueError as e:
+            raise ConfigError(f"model.augment: {e}") from e
+        require(
+            math.isfinite(self.r1_gamma) and self.r1_gamma >= 0, f"model.r1_gamma must be >= 0, got {self.r1_gamma}"
+        )
+        require(
+            isinstance(self.r1_every, int) and 1 <= self.r1_every <= 10_000,
+            f"model.r1_every must be in 1..10000, got {self.r1_every}",
         )
         require(0.0 <= self.collapse_threshold < 1.0, "model.collapse_threshold must be in [0, 1)")
         require(

@@ -61,3 +61,13 @@ def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor, eps: Tensor,
     (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
     norm = grad.flatten(1).pow(2).sum(1).add(1e-12).sqrt()  # the eps keeps the sqrt's gradient finite at 0
     return (norm - 1.0).pow(2).mean()
+
+
+def r1_penalty(real_logits: Tensor, real: Tensor) -> Tensor:
+    """E[|grad_x D(x)|^2] on real images (Mescheder et al. 2018), differentiable in D's weights.
+
+    ``real`` must be the tensor D's forward started from, with ``requires_grad``; the
+    squared norm is summed in float32 whatever precision D ran in.
+    """
+    (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+    return grad.float().flatten(1).pow(2).sum(1).mean()

@@ -23,7 +23,8 @@ network's image, so interpolation and traversal work as for a VAE.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -38,9 +39,22 @@ from ..base import (
     optimize,
     require_image_shape,
 )
+from .augment import diff_augment, parse_policies
 from .config import GANConfig
-from .losses import d_loss, g_loss, gradient_penalty
-from .networks import Discriminator, Generator, _apply_spectral_norm, _init_dcgan
+from .losses import d_loss, g_loss, gradient_penalty, r1_penalty
+from .networks import Discriminator, Generator, _apply_spectral_norm, _init_dcgan, keep_activations_channels_last
+
+
+@contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """A forward pass inside records no gradient path to ``module``'s weights (inputs still get theirs)."""
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(module.parameters(), flags):
+            p.requires_grad_(flag)
 
 
 class GAN(GenerativeModel):
@@ -62,6 +76,9 @@ class GAN(GenerativeModel):
             nn.init.normal_(self.discriminator.embed.weight, 0.0, 0.02)  # N(0, 1) would swamp the head
         if config.spectral_norm:
             _apply_spectral_norm(self.discriminator)
+        if config.arch == "dcgan":
+            keep_activations_channels_last(self.generator)
+            keep_activations_channels_last(self.discriminator)
         # a non-trainable copy, outside networks() and the optimisers; updated after each G step
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False) if config.ema_decay > 0 else None
 
@@ -94,6 +111,13 @@ class GAN(GenerativeModel):
         b, dev = x.shape[0], x.device
         real = x * 2.0 - 1.0  # (B, C, H, W) in [-1, 1], G's range
         y_real = y if cfg.conditional else None
+        policies = parse_policies(cfg.augment)
+
+        def see(images: Tensor) -> Tensor:  # what D looks at: DiffAugment's draws for this batch, else the images
+            if not policies:
+                return images
+            return diff_augment(images, policies, lambda n, *shape: ctx.noise.rand(n, *shape, device=dev))
+
         d_params = list(self.discriminator.parameters())
         g_params = list(self.generator.parameters())
         extra: dict[str, Tensor] = {}
@@ -106,8 +130,13 @@ class GAN(GenerativeModel):
             last = i == cfg.d_steps - 1
             with torch.set_grad_enabled(last):  # the last fake batch is reused, with its graph, for G
                 fake = G(z, y_fake)
-            r, f = D(real, y_real), D(fake.detach(), y_fake)
+            lazy_r1 = cfg.r1_gamma > 0 and last and ctx.step % cfg.r1_every == 0
+            real_in = real.detach().requires_grad_(True) if lazy_r1 else real
+            r, f = D(see(real_in), y_real), D(see(fake.detach()), y_fake)
             loss_d = d_loss(r, f, cfg.loss)
+            if lazy_r1:
+                # not logged: a figure present on one step in k would be averaged over the wrong count
+                loss_d = loss_d + (cfg.r1_gamma / 2 * cfg.r1_every) * r1_penalty(r, real_in)
             if cfg.loss == "wgan-gp":
                 eps = ctx.noise.rand(b, device=dev)
                 gp = gradient_penalty(D, real, fake, eps, y_real)
@@ -115,8 +144,11 @@ class GAN(GenerativeModel):
                 extra["gp"] = gp.detach()
             applied = applied * optimize(loss_d, optimizers["discriminator"], d_params, ctx.settings, ctx.step)
 
-        # 2) generator: through the freshly updated D, on the last D step's fake batch
-        f_g = D(fake, y_fake)
+        # 2) generator: through the freshly updated D, on the last D step's fake batch. D's weights get no
+        # gradient here: the next D step would discard it, and skipping it saves a third of D's backward.
+        # The bare D, not a torchrun wrapper: no D gradient to average across processes either.
+        with frozen(self.discriminator):
+            f_g = self.discriminator(see(fake), y_fake)
         loss_g = g_loss(f_g, cfg.loss)
         applied = applied * optimize(loss_g, optimizers["generator"], g_params, ctx.settings, ctx.step)
 

@@ -32,6 +32,20 @@ PRESETS = {
         batchnorm=True,
         ema_decay=0.999,
     ),
+    "fast": _preset(
+        "fast",
+        "DCGAN for quality per CPU-minute: half width (32 base channels), batch 64, Adam 8e-4 (0.0, 0.99), "
+        "lazy R1 0.1, EMA generator, bf16 where the hardware has it (chosen on val: benchmarks/README.md)",
+        dict(epochs=60, batch_size=64, lr=8e-4, precision="auto"),
+        arch="dcgan",
+        width=32,
+        loss="ns",
+        batchnorm=True,
+        betas=(0.0, 0.99),
+        r1_gamma=0.1,
+        r1_every=16,
+        ema_decay=0.999,
+    ),
     "cgan": _preset(
         "cgan",
         "conditional DCGAN: label embedding into G, projection discriminator (Miyato & Koyama 2018); "
