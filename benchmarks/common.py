@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,27 @@ def budget_parser(doc: str, *, minutes: float, out: str) -> argparse.ArgumentPar
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=out, help=f"where the runs and results.json go (default {out})")
     return ap
+
+
+def split_settings(items: list[str], where: str) -> tuple[dict, dict]:
+    """['width=32', 'train.lr=8e-4'] -> ({'width': 32}, {'lr': 0.0008}): model fields (KEY) and training
+    fields (train.KEY), as ``genlab train --set`` would take them; values are read as JSON where they
+    parse (``betas=[0.0,0.99]``) and kept as text otherwise (``augment=translation,cutout``)."""
+    model: dict = {}
+    train: dict = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise SystemExit(f"{where}: expected KEY=VALUE, got {item!r}")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        if key.startswith("train."):
+            train[key.removeprefix("train.")] = parsed
+        else:
+            model[key.removeprefix("model.")] = parsed
+    return model, train
 
 
 def print_table(header: str, lines: list[str], legend: str) -> None:

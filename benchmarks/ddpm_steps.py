@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     configure_sampling(model, {"sampler": args.sampler, "steps": max(steps)}, args.run)  # refuses early
     dataset, data_dir = run.data.dataset, run.data.data_dir
     real = load_dataset(dataset, "test" if args.final else "val", data_dir=data_dir)
-    _, extractors = prepare_reference(dataset, data_dir, None, None)
+    _, extractors, _ = prepare_reference(dataset, data_dir, None, None)
     print(
         f"{args.run}: {run.family}/{run.preset}, {args.sampler}, {args.n} samples per row (seed {args.seed}), "
         f"scored against {dataset} {real.split} with {extractors[0].name}; {torch.get_num_threads()} threads",

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from common import BIG, auto_device, budget_parser, print_table, warm_up
+from common import BIG, auto_device, budget_parser, print_table, split_settings, warm_up
 from genlab.checkpoint import load_run
 from genlab.config import DataConfig, RunConfig, TrainConfig
 from genlab.data import load_dataset
@@ -66,19 +66,7 @@ def parse_presets(text: str) -> list[tuple[str, str, dict, dict]]:
         if not sep or not family or not preset:
             raise SystemExit(f"--presets: expected FAMILY:PRESET[:KEY=VALUE...] (e.g. gan:dcgan), got {item!r}")
         get_preset(family, preset)  # fail now on a typo, not after an hour of training
-        model, train_fields = {}, {}
-        for setting in settings:
-            key, eq, value = setting.partition("=")
-            if not eq or not key:
-                raise SystemExit(f"--presets: expected KEY=VALUE after the preset, got {setting!r} in {item!r}")
-            try:
-                parsed = json.loads(value)
-            except json.JSONDecodeError:
-                parsed = value
-            if key.startswith("train."):
-                train_fields[key.removeprefix("train.")] = parsed
-            else:
-                model[key] = parsed
+        model, train_fields = split_settings(settings, f"--presets {item!r}")
         out.append((family, preset, model, train_fields))
     if not out:
         raise SystemExit("--presets: give at least one FAMILY:PRESET")
@@ -221,7 +209,7 @@ def main(argv=None) -> int:
         file=sys.stderr,
     )
 
-    _, extractors = prepare_reference(args.dataset, args.data_dir, None, None, device=device)
+    _, extractors, _ = prepare_reference(args.dataset, args.data_dir, None, None, device=device)
     judge = None
     if args.second_judge:
         from second_judge import load_or_train_judge

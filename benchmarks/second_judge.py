@@ -29,7 +29,6 @@ sha256 differs from the sidecar's, or trains and saves them (written to temporar
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import tempfile
@@ -44,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genlab.errors import CheckpointError
+from genlab.evaluate import file_sha256
 from genlab.metrics.frechet import fid_from_features
 from genlab.metrics.validate import check_images
 
@@ -187,14 +187,6 @@ def _batched(fn, x: Tensor, batch_size: int = 500) -> Tensor:
     return torch.cat([fn(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _sidecar(path: Path) -> Path:
     return path.with_suffix(".json")
 
@@ -276,7 +268,7 @@ def save_judge(model: JudgeNet, path: Path, meta: dict[str, Any]) -> str:
     _sidecar(path).unlink(missing_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     _write_atomically(path, lambda tmp: save_file(state, str(tmp)))
-    sha = _sha256(path)
+    sha = file_sha256(path)
     sidecar = {
         "format_version": FORMAT_VERSION,
         "architecture": ARCHITECTURE,
@@ -303,7 +295,7 @@ def load_judge(path: Path) -> Judge:
     if info.get("architecture") != ARCHITECTURE:
         raise CheckpointError(f"{side}: architecture {info.get('architecture')!r}, expected {ARCHITECTURE!r}")
     try:
-        sha = _sha256(path)
+        sha = file_sha256(path)
     except OSError as e:
         raise CheckpointError(f"cannot read the second judge's weights {path} (its sidecar exists): {e}") from e
     if sha != expected:

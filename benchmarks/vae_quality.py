@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common import BIG, auto_device, budget_parser, print_table, warm_up
+from common import BIG, auto_device, budget_parser, print_table, split_settings, warm_up
 from genlab.config import DataConfig, RunConfig, TrainConfig
 from genlab.data import load_dataset
 from genlab.models import get_preset
@@ -113,19 +113,7 @@ def parse_variant(spec: str) -> tuple[str, dict, dict]:
     model fields (KEY) and training fields (train.KEY) set as ``genlab train --set`` would (values
     read as JSON)."""
     preset, *items = spec.split(":")
-    model, train = {}, {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--presets: expected PRESET[:KEY=VALUE...], got {spec!r}")
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError:
-            parsed = value
-        if key.startswith("train."):
-            train[key.removeprefix("train.")] = parsed
-        else:
-            model[key] = parsed
+    model, train = split_settings(items, f"--presets {spec!r}")
     return preset, model, train
 
 

@@ -158,10 +158,12 @@ def test_d_steps_draws_fresh_noise_per_discriminator_step() -> None:
     assert torch.equal(g.get_state(), c.noise.generator.get_state())
 
 
-def test_32x32_dcgan_and_wrong_image_shape() -> None:
-    model = make("dcgan", width=8, image_shape=(1, 32, 32))
-    assert model.sample(3).shape == (3, 1, 32, 32)
-    logs = run_steps(model, 1, shape=(1, 32, 32))
+@pytest.mark.parametrize("shape", [(1, 32, 32), (3, 64, 64)])
+def test_32_and_64_px_dcgan_and_wrong_image_shape(shape: tuple) -> None:
+    model = make("dcgan", width=8, image_shape=shape)
+    assert model.sample(3).shape == (3, *shape)
+    assert model.discriminator(torch.rand(2, *shape) * 2 - 1).shape == (2,)
+    logs = run_steps(model, 1, shape=shape)
     assert torch.isfinite(logs["loss_d"])
     with pytest.raises(ConfigError, match="image_shape"):
         run_steps(model, 1, shape=(1, 28, 28))

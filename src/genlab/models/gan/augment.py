@@ -81,8 +81,9 @@ def diff_augment(x: Tensor, policies: Sequence[str], rand: Uniform) -> Tensor:
 
 
 def parse_policies(text: str) -> tuple[str, ...]:
-    """'translation,cutout' -> ('translation', 'cutout'); '' -> (); unknown names raise ValueError."""
-    names = tuple(s.strip() for s in text.split(",") if s.strip())
+    """'translation,cutout' (or 'translation+cutout', for lists that commas already split) ->
+    ('translation', 'cutout'); '' -> (); unknown names raise ValueError."""
+    names = tuple(s.strip() for s in text.replace("+", ",").split(",") if s.strip())
     unknown = [n for n in names if n not in POLICIES]
     if unknown:
         raise ValueError(f"unknown augmentation {', '.join(map(repr, unknown))}; choose from {', '.join(POLICIES)}")

@@ -10,6 +10,7 @@ from ...errors import ConfigError
 from .augment import parse_policies
 
 LOSSES = ("ns", "minimax", "hinge", "lsgan", "wgan-gp")
+DCGAN_SIZES = (28, 32, 64)  # 7 * 2^2 and 4 * 2^3, 4 * 2^4: DCGAN's x2 (transposed) convs from a 7x7 or 4x4 start
 
 
 @dataclass
@@ -36,7 +37,7 @@ class GANConfig:
     r1_gamma: float = 0.0  # R1 penalty gamma/2 * |grad_x D(x)|^2 on real data (Mescheder et al. 2018); 0 = off
     r1_every: int = 16  # lazy R1 (Karras et al. 2020): every k-th D step, weighted by k
     collapse_threshold: float = 0.25  # diversity below this (real data = 1) is reported as mode collapse
-    image_shape: tuple = (1, 28, 28)  # (C, H, W); DCGAN supports 28x28 (7-14-28) and 32x32 (4-8-16-32)
+    image_shape: tuple = (1, 28, 28)  # (C, H, W); DCGAN: 28x28 (7-14-28), 32x32 (4-8-16-32), 64x64 (4-...-64)
 
     def validate(self) -> None:
         require(self.arch in ("mlp", "dcgan"), f"model.arch must be 'mlp' or 'dcgan', got {self.arch!r}")
@@ -92,8 +93,8 @@ class GANConfig:
         if self.arch == "dcgan":
             _, h, w = self.image_shape
             require(
-                h == w and h in (28, 32),
-                f"DCGAN supports 28x28 and 32x32 images, got {h}x{w}; use arch='mlp' for other sizes",
+                h == w and h in DCGAN_SIZES,
+                f"DCGAN supports 28x28, 32x32 and 64x64 images, got {h}x{w}; use arch='mlp' for other sizes",
             )
 
     @property

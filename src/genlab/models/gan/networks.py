@@ -82,9 +82,9 @@ def keep_activations_channels_last(module: nn.Module) -> None:
 
 
 def _dcgan_sizes(image_shape: tuple) -> tuple[int, int]:
-    """(start resolution, number of x2 upsamplings): 28 = 7 * 2^2, 32 = 4 * 2^3."""
+    """(start resolution, number of x2 upsamplings): 28 = 7 * 2^2, 32 = 4 * 2^3, 64 = 4 * 2^4."""
     h = image_shape[1]
-    return (7, 2) if h == 28 else (4, 3)
+    return (7, 2) if h == 28 else (4, 3) if h == 32 else (4, 4)
 
 
 class Generator(nn.Module):
@@ -108,7 +108,7 @@ class Generator(nn.Module):
             layers += [nn.Linear(widths[-1], c * h * w), nn.Unflatten(1, (c, h, w))]
         else:
             start, n_up = _dcgan_sizes(cfg.image_shape)
-            chans = [cfg.width * 2**i for i in reversed(range(n_up))]  # 28: [2w, w]; 32: [4w, 2w, w]
+            chans = [cfg.width * 2**i for i in reversed(range(n_up))]  # 28: [2w, w]; 32: [4w, 2w, w]; 64: [8w, ..., w]
             layers.append(nn.Unflatten(1, (d_in, 1, 1)))
             # a (start x start) transposed conv on a 1x1 input is DCGAN's "project and reshape"
             layers.append(ProjectAndReshape(d_in, chans[0], start, 1, 0, bias=not cfg.batchnorm))
