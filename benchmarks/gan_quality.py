@@ -4,6 +4,17 @@
     python benchmarks/gan_quality.py --final              # the same, on the test split: the figure to report
     python benchmarks/gan_quality.py --minutes 4 -n 5000  # reduced budget (~25 min on a 2-core CPU)
     python benchmarks/gan_quality.py --minutes 0.1 -n 500 --presets gan:seed,vae:seed   # smoke mode (~1 min)
+    python benchmarks/gan_quality.py --presets vae:vamp,gan:dcgan,gan:fast --seeds 0,1,2 --minutes 5 \
+        --final --preset-epochs --second-judge      # issue #20's comparison, as a user runs each preset
+    python benchmarks/gan_quality.py --presets gan:dcgan:width=32:train.lr=8e-4:augment=translation+cutout
+
+A preset may carry settings after its name, ``KEY=VALUE`` for model fields and ``train.KEY=VALUE``
+for training fields (values read as JSON where they parse; list DiffAugment policies with ``+``).
+``--seeds`` repeats every model per seed and adds a summary (mean and spread over seeds).
+``--preset-epochs`` keeps each preset's epoch count, as ``genlab train --max-minutes M`` does (a
+preset that finishes its epochs early stops early), instead of letting the budget alone stop
+training. ``--second-judge`` adds FID on an independently trained feature network
+(``second_judge.py``), so a gain cannot be one classifier's artefact.
 
 Settings are chosen on validation data: by default every model trains on the 'fit' split
 (Fashion-MNIST's training images but the last 5,000) and is scored against the 'val' split
