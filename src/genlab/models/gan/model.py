@@ -79,6 +79,7 @@ class GAN(GenerativeModel):
         if config.arch == "dcgan":
             keep_activations_channels_last(self.generator)
             keep_activations_channels_last(self.discriminator)
+        self.augment_policies = parse_policies(config.augment)  # parsed once, not on every training step
         # a non-trainable copy, outside networks() and the optimisers; updated after each G step
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False) if config.ema_decay > 0 else None
 
@@ -111,7 +112,7 @@ class GAN(GenerativeModel):
         b, dev = x.shape[0], x.device
         real = x * 2.0 - 1.0  # (B, C, H, W) in [-1, 1], G's range
         y_real = y if cfg.conditional else None
-        policies = parse_policies(cfg.augment)
+        policies = self.augment_policies
 
         def see(images: Tensor) -> Tensor:  # what D looks at: DiffAugment's draws for this batch, else the images
             if not policies:
