@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -63,3 +65,14 @@ def print_table(header: str, lines: list[str], legend: str) -> None:
     for line in lines:
         print(line)
     print(legend)
+
+
+def cpu_model() -> str:
+    """The CPU's name from /proc/cpuinfo, for the header of a speed table."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"

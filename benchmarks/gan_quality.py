@@ -7,6 +7,7 @@
     python benchmarks/gan_quality.py --presets vae:vamp,gan:dcgan,gan:fast --seeds 0,1,2 --minutes 5 \
         --final --preset-epochs --second-judge      # issue #20's comparison, as a user runs each preset
     python benchmarks/gan_quality.py --presets gan:dcgan:width=32:train.lr=8e-4:augment=translation+cutout
+    python benchmarks/gan_quality.py --runs runs/ddpm-45min --final --second-judge   # score trained runs
 
 A preset may carry settings after its name, ``KEY=VALUE`` for model fields and ``train.KEY=VALUE``
 for training fields (values read as JSON where they parse; list DiffAugment policies with ``+``).
@@ -14,7 +15,12 @@ for training fields (values read as JSON where they parse; list DiffAugment poli
 ``--preset-epochs`` keeps each preset's epoch count, as ``genlab train --max-minutes M`` does (a
 preset that finishes its epochs early stops early), instead of letting the budget alone stop
 training. ``--second-judge`` adds FID on an independently trained feature network
-(``second_judge.py``), so a gain cannot be one classifier's artefact.
+(``second_judge.py``), so a gain cannot be one classifier's artefact. ``--runs DIR,...`` scores
+runs trained elsewhere instead of training (for example one trained 15 minutes, scored, then resumed
+for 30 more with ``genlab train --resume``, which continues exactly); their split must be the one
+``--final`` implies. ``--sampler``/``--steps`` choose how models with a configurable sampler (the
+diffusion family) draw; the others ignore them. Every row records the sampler and its step count
+and the sampling time per 1,000 images.
 
 Settings are chosen on validation data: by default every model trains on the 'fit' split
 (Fashion-MNIST's training images but the last 5,000) and is scored against the 'val' split
@@ -56,7 +62,7 @@ from genlab.config import DataConfig, RunConfig, TrainConfig
 from genlab.data import load_dataset
 from genlab.evaluate import evaluate_samples, prepare_reference
 from genlab.models import get_preset
-from genlab.models.base import config_from_dict
+from genlab.models.base import ConfigurableSampler, config_from_dict
 from genlab.sample import generate, save_grid
 from genlab.seeding import set_seed
 from genlab.training import train
@@ -116,6 +122,61 @@ def train_one(spec: tuple, data, test, minutes: float, device: str, seed: int, r
         "images_per_second": result.images_per_second,
         "warnings": result.summary.get("warnings", []),
     }
+
+
+def run_row(run_dir: Path, data, device: str) -> dict:
+    """A run trained elsewhere, in the shape :func:`train_one` returns (``--runs``)."""
+    model, cfg = load_run(run_dir, device=device)
+    if cfg.data.dataset != data.name or cfg.data.split != data.split:
+        raise SystemExit(
+            f"{run_dir}: trained on {cfg.data.dataset} {cfg.data.split}, but this comparison is for {data.name} "
+            f"{data.split} (--final: the whole train split; without it: fit)"
+        )
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return {
+        "name": f"{cfg.family}:{cfg.preset}",
+        "seed": cfg.train.seed,
+        "model": model,
+        "epochs": summary["steps"] * cfg.train.batch_size / len(data),
+        "steps": summary["steps"],
+        "seconds": summary["seconds"],
+        "images_per_second": summary["images_per_second"],
+        "warnings": summary.get("warnings", []),
+    }
+
+
+def trained_models(args, specs, names, seeds, data, test, device, out: Path):
+    """(name, seed, run directory, train_one's answer) per model to score: the runs given with
+    ``--runs``, or each preset trained in turn for the budget, seed by seed, in this process."""
+    if args.runs:
+        for run_dir in map(Path, args.runs.split(",")):
+            t = run_row(run_dir, data, device)
+            yield t["name"], t["seed"], run_dir, t
+        return
+    for seed in seeds:
+        for spec, name in zip(specs, names):
+            set_seed(seed)
+            tag = name.replace(":", "-").replace("=", "").replace('"', "")
+            run_dir = out / f"{tag}-seed{seed}"
+            t = train_one(spec, data, test, args.minutes, device, seed, run_dir, args.preset_epochs)
+            print(
+                f"  trained {name} (seed {seed}): {t['steps']} steps, {t['epochs']:.2f} epochs in {t['seconds']:.0f} s",
+                file=sys.stderr,
+            )
+            yield name, seed, run_dir, t
+
+
+def sampler_of(model) -> str:
+    """How the model draws: a diffusion model's sampler and step count, else one network pass."""
+    opts = getattr(model, "sampling", None)
+    return f"{opts.sampler} {opts.steps}" if opts is not None else "1 pass"
+
+
+def timed_samples(model, n: int, seed: int) -> tuple[torch.Tensor, float]:
+    """``n`` seed-fixed samples and the seconds per 1,000 they took."""
+    start = time.perf_counter()
+    samples = generate(model, n, generator=torch.Generator().manual_seed(seed))
+    return samples, 1000 * (time.perf_counter() - start) / n
 
 
 def score(samples, test, args, device, extractors, name: str, judge) -> dict:
@@ -203,6 +264,9 @@ def main(argv=None) -> int:
         help="train on the whole train split and score against the test split: the figure to report, once "
         "(default: train on 'fit', score against 'val', for choosing settings)",
     )
+    ap.add_argument("--runs", help="comma-separated run directories to score instead of training models")
+    ap.add_argument("--sampler", help="sampler of models that take one (ddpm | ddim | dpm-solver++)")
+    ap.add_argument("--steps", type=int, help="sampler steps of models that take them")
     args = ap.parse_args(argv)
 
     specs = parse_presets(args.presets)
@@ -214,9 +278,10 @@ def main(argv=None) -> int:
     test = load_dataset(args.dataset, "test" if args.final else "val", data_dir=args.data_dir)
     names = [label(*spec) for spec in specs]
     print(
-        f"{args.dataset}: {len(data)} {data.split}, {len(test)} {test.split} images; {args.minutes:g} min per model on "
+        f"{args.dataset}: {len(data)} {data.split}, {len(test)} {test.split} images; "
+        f"{'trained runs' if args.runs else f'{args.minutes:g} min per model'} on "
         f"{device} ({torch.get_num_threads()} CPU threads); {args.n} samples each; seeds {seeds}; "
-        f"models: {', '.join(names)}",
+        f"models: {args.runs or ', '.join(names)}",
         file=sys.stderr,
     )
 
@@ -229,57 +294,64 @@ def main(argv=None) -> int:
     warm_up(device)
     t_start = time.perf_counter()
     rows = []
-    for seed in seeds:
-        for spec, name in zip(specs, names):  # sequentially, one process
-            set_seed(seed)
-            tag = name.replace(":", "-").replace("=", "").replace('"', "")
-            run_dir = out / f"{tag}-seed{seed}"
-            t = train_one(spec, data, test, args.minutes, device, seed, run_dir, args.preset_epochs)
-            print(
-                f"  trained {name} (seed {seed}): {t['steps']} steps, {t['epochs']:.2f} epochs in {t['seconds']:.0f} s",
-                file=sys.stderr,
-            )
-            samples = generate(t["model"], args.n, generator=torch.Generator().manual_seed(seed))
-            grid = out / f"samples-{tag}-seed{seed}.png"
-            save_grid(samples[:100], grid, nrow=10)
-            t_eval = time.perf_counter()
-            scores = score(samples, test, args, device, extractors, name, judge)
-            del t["model"], samples
-            print(f"  evaluated {name} in {time.perf_counter() - t_eval:.0f} s", file=sys.stderr)
-            rows.append(
-                {
-                    "model": name,
-                    "seed": seed,
-                    "epochs": round(t["epochs"], 3),
-                    "steps": t["steps"],
-                    "train_seconds": round(t["seconds"], 1),
-                    "images_per_second": round(t["images_per_second"], 1),
-                    **scores,
-                    "grid": str(grid),
-                    "run_dir": str(run_dir),
-                    "warnings": t["warnings"],
-                }
-            )
+    for name, seed, run_dir, t in trained_models(args, specs, names, seeds, data, test, device, out):
+        model = t["model"]
+        if isinstance(model, ConfigurableSampler) and (args.sampler or args.steps):
+            model.set_sampling(sampler=args.sampler, steps=args.steps)
+        samples, s_per_1k = timed_samples(model, args.n, seed)
+        grid = out / f"samples-{run_dir.name}.png"
+        save_grid(samples[:100], grid, nrow=10)
+        t_eval = time.perf_counter()
+        scores = score(samples, test, args, device, extractors, name, judge)
+        sampler = sampler_of(model)
+        del t["model"], model, samples
+        print(
+            f"  sampled with {sampler} at {s_per_1k:.1f} s per 1,000; evaluated {name} in "
+            f"{time.perf_counter() - t_eval:.0f} s",
+            file=sys.stderr,
+        )
+        rows.append(
+            {
+                "model": name,
+                "seed": seed,
+                "epochs": round(t["epochs"], 3),
+                "steps": t["steps"],
+                "train_seconds": round(t["seconds"], 1),
+                "images_per_second": round(t["images_per_second"], 1),
+                "sampler": sampler,
+                "sample_seconds_per_1k": round(s_per_1k, 2),
+                **scores,
+                "grid": str(grid),
+                "run_dir": str(run_dir),
+                "warnings": t["warnings"],
+            }
+        )
 
     j2 = judge is not None
     header = (
-        f"{'model':<34} {'seed':>4} {'epochs':>7} {'images/s':>9} {'FID':>8}{' FID-j2' if j2 else ''} {'KID':>8} "
-        f"{'IS':>6} {'precision':>9} {'recall':>7} {'coverage':>8} {'classes':>7}"
+        f"{'model':<34} {'seed':>4} {'min':>5} {'epochs':>7} {'images/s':>9} {'sampler':>10} {'s/1k':>6} {'FID':>8}"
+        f"{' FID-j2' if j2 else ''} {'KID':>8} {'IS':>6} {'precision':>9} {'recall':>7} {'coverage':>8} {'classes':>7}"
     )
     print(f"\nextractor: {rows[0]['extractor']}" + (f"; second judge: {judge.name}" if j2 else ""))
     print(
         f"{args.dataset}: trained on {data.split}, scored against the {test.split} split; {args.n} samples per model; "
-        f"{args.minutes:g} min of training each" + ("; the presets' own epochs" if args.preset_epochs else "")
+        + (
+            f"the runs {args.runs}"
+            if args.runs
+            else f"{args.minutes:g} min of training each" + ("; the presets' own epochs" if args.preset_epochs else "")
+        )
     )
     print_table(
         header,
         [
-            f"{r['model']:<34} {r['seed']:>4} {r['epochs']:>7.2f} {r['images_per_second']:>9,.0f} {r['fid']:>8.2f}"
+            f"{r['model']:<34} {r['seed']:>4} {r['train_seconds'] / 60:>5.1f} {r['epochs']:>7.2f} "
+            f"{r['images_per_second']:>9,.0f} {r['sampler']:>10} {r['sample_seconds_per_1k']:>6.1f} {r['fid']:>8.2f}"
             + (f" {r['fid_judge2']:>6.2f}" if j2 else "")
             + f" {r['kid']:>8.4f} {r['is']:>6.2f} {r['precision']:>9.3f} {r['recall']:>7.3f} "
             f"{r['coverage']:>8.3f} {r['classes_covered']:>4}/{r['num_classes']:<2}"
             for r in rows
         ],
+        "min: training minutes; s/1k: sampling seconds per 1,000 images. "
         "FID, KID: lower is better; IS (1..10), precision, recall, coverage (0..1), classes covered: higher. "
         "Density, class KL and KS tests differing are in results.json.",
     )

@@ -35,7 +35,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import BIG, print_table
+from common import BIG, cpu_model, print_table
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository: benchmarks/ and src/ side by side
 DEFAULT_BEFORE = "2ff1051"
@@ -95,16 +95,6 @@ def describe_revisions(before: str) -> tuple[str, str]:
     if git("status", "--porcelain", "src"):
         after += " + working tree changes"
     return git("rev-parse", "--short", before), after
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def extract_src(rev: str, dest: Path) -> Path:

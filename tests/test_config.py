@@ -199,3 +199,16 @@ def test_load_errors(tmp_path):
     (tmp_path / "config.json").mkdir()
     with pytest.raises(ConfigError, match="cannot read"):
         RunConfig.load(tmp_path / "config.json")
+
+
+def test_a_preset_names_what_a_run_changed_from_it():
+    preset = get_preset("gan", "fast")
+    train = TrainConfig(**preset.train)
+    assert preset.differences(preset.model, train) == []
+    # a saved run's config (tuples become lists in JSON) still matches its preset
+    saved = RunConfig("gan", "fast", preset.model, DataConfig(), train).to_dict()
+    loaded = RunConfig.from_dict(json.loads(json.dumps(saved)))
+    assert preset.differences(loaded.model, loaded.train) == []
+    model = dataclasses.replace(preset.model, width=48, augment="translation")
+    train = dataclasses.replace(train, lr=5e-4, seed=3, max_minutes=5.0)  # seed and budget are the run's own
+    assert preset.differences(model, train) == ["model.width=48", 'model.augment="translation"', "train.lr=0.0005"]

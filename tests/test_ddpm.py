@@ -278,6 +278,26 @@ def test_presets_validate_round_trip_and_build_on_meta(name: str) -> None:
     assert model.latent_dim == 784
 
 
+def test_sampling_in_chunks_draws_the_images_of_one_batch(monkeypatch) -> None:
+    """Large requests go through the sampler in chunks (for speed): deterministic DDIM then gives the
+    same images as one batch, and a conditional model keeps each image's label."""
+    import genlab.models.ddpm.model as ddpm_model
+
+    torch.manual_seed(0)
+    model = build_model("ddpm", tiny(conditional=True)).eval()
+    with torch.no_grad():  # a trained-looking network: the zero-initialised output layers would ignore the labels
+        for param in model.parameters():
+            param.add_(0.1 * torch.randn_like(param))
+    labels = torch.arange(7) % 10
+    whole = model.sample(7, labels=labels, generator=torch.Generator().manual_seed(3))
+    monkeypatch.setattr(ddpm_model, "SAMPLE_CHUNK", 3)
+    chunked = model.sample(7, labels=labels, generator=torch.Generator().manual_seed(3))
+    assert chunked.shape == (7, 1, 28, 28)
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-5)
+    other = model.sample(7, labels=torch.zeros(7, dtype=torch.long), generator=torch.Generator().manual_seed(3))
+    assert not torch.allclose(other, whole, atol=1e-3)  # the labels reached every chunk
+
+
 def test_a_step_changes_the_weights_and_the_ema_and_sampling_changes_nothing() -> None:
     from genlab.training.callbacks import ema_decay_at, ema_update
 

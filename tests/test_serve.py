@@ -208,7 +208,9 @@ def test_a_diffusion_run_offers_what_a_noise_latent_allows(ddpm_run):
 
 def test_run_panel_curves_pictures_and_evaluation(client, runs, tmp_path):
     panel = client.get("/api/runs/vae/panel").json()
-    assert panel["preset"] == "mlp" and "784-400-20" in panel["description"]
+    assert panel["preset"] == "mlp" and "784-400-20" in panel["description"] and panel["changed"] == []
+    # the description is the preset's; what --set changed is said beside it
+    assert client.get("/api/runs/gan/panel").json()["changed"] == ["model.width=8"]
     assert [p[0] for p in panel["curves"]["loss"]] == [10, 20, 30, 40]
     assert "samples.png" in panel["pictures"] and panel["evaluation"] == []
     pic = client.get("/api/runs/vae/files/samples.png")
@@ -533,6 +535,9 @@ def test_a_diffusion_run_in_a_real_browser(ddpm_run, tmp_path):
 
             # the run panel: its preset, curves and sample grid (loaded: a broken image has no natural width)
             expect(page.locator("#run-desc")).to_contain_text("ddpm/ddpm: denoising diffusion")
+            changed = "Changed from the preset: model.timesteps=100, model.channels=8,"  # what --set changed
+            expect(page.locator("#run-desc")).to_contain_text(changed)
+            expect(page.locator("#run-desc")).to_contain_text("train.batch_size=16.")
             expect(page.locator("#curves canvas")).not_to_have_count(0)
             grid = page.locator("#pictures img.samples")
             expect(grid).to_have_attribute("src", "/api/runs/ddpm/files/samples.png")

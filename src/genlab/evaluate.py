@@ -106,7 +106,7 @@ def train_dataset_classifier(
             log=log,
         )
     from .data import load_dataset
-    from .metrics.classifier import accuracy, save_classifier, train_classifier
+    from .metrics.classifier import save_classifier
 
     test = load_dataset(dataset, "test", data_dir=data_dir)
     try:
@@ -122,41 +122,57 @@ def train_dataset_classifier(
         x_train, y_train = test.images[:k], test.labels[:k]
         x_test, y_test = test.images[k:], test.labels[k:]
         trained_on, accuracy_on = f"{dataset} test[0:{k}]", f"{dataset} test[{k}:{len(test)}]"
-    t0 = time.perf_counter()
-    model = train_classifier(
+    model, run = _fit_classifier(
         x_train,
         y_train,
+        x_test,
+        y_test,
         epochs=epochs,
         max_steps=max_steps,
         batch_size=batch_size,
         seed=seed,
         device=device,
-        log_every=100,
     )
-    seconds = time.perf_counter() - t0
-    acc = accuracy(model, x_test, y_test, device=device)
-    import torch
-
     meta = {
         "extractor": f"genlab-cnn-{dataset}-v{EXTRACTOR_VERSION}",
         "dataset": dataset,
         "trained_on": trained_on,
         "accuracy_on": accuracy_on,
+        **run,
+    }
+    save_classifier(model, out, meta)
+    log(
+        f"{meta['extractor']}: test accuracy {run['test_accuracy']:.4f} on {accuracy_on} after {epochs} epochs "
+        f"({run['train_seconds']:.0f}s) -> {out}"
+    )
+    return meta
+
+
+def _fit_classifier(
+    x_train: Any, y_train: Any, x_test: Any, y_test: Any, *, device: str, **recipe: Any
+) -> tuple[Any, dict[str, Any]]:
+    """Train genlab's CNN with ``recipe`` (:func:`~genlab.metrics.classifier.train_classifier`'s
+    epochs, max_steps, batch_size, seed, config) and score it: (model, what the weights' sidecar
+    records of the run: accuracy, sizes, epochs, seed, time, device and torch)."""
+    import torch
+
+    from .metrics.classifier import accuracy, train_classifier
+
+    t0 = time.perf_counter()
+    model = train_classifier(x_train, y_train, device=device, log_every=100, **recipe)
+    seconds = time.perf_counter() - t0
+    acc = accuracy(model, x_test, y_test, device=device)
+    return model, {
         "test_accuracy": round(acc, 4),
         "n_train": int(len(x_train)),
         "n_test": int(len(x_test)),
-        "epochs": int(epochs),
-        "seed": int(seed),
+        "epochs": int(recipe["epochs"]),
+        "seed": int(recipe["seed"]),
         "train_seconds": round(seconds, 1),
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
     }
-    save_classifier(model, out, meta)
-    log(
-        f"{meta['extractor']}: test accuracy {acc:.4f} on {accuracy_on} after {epochs} epochs ({seconds:.0f}s) -> {out}"
-    )
-    return meta
 
 
 def train_folder_classifier(
@@ -180,11 +196,10 @@ def train_folder_classifier(
     the network for a run: the folder's content key (:func:`folder_key`), ``image_size``,
     ``skip_bad_images``, the class names, and (in the config) channels, height and width.
     """
-    import torch
 
     from .data import load_dataset
     from .folders import folder_classes, folder_root
-    from .metrics.classifier import ClassifierConfig, accuracy, save_classifier, train_classifier
+    from .metrics.classifier import ClassifierConfig, save_classifier
 
     root = folder_root(dataset)
     classes = folder_classes(root)  # only the tree is listed: an unlabelled folder is refused before decoding
@@ -202,20 +217,18 @@ def train_folder_classifier(
     except ValueError as e:
         raise ConfigError(f"{root}: genlab's classifier cannot read these images: {e}") from None
     log(f"training on {len(train)} images of {root.name} ({c}x{h}x{w}, {len(classes)} classes)")
-    t0 = time.perf_counter()
-    model = train_classifier(
+    model, run = _fit_classifier(
         train.images.numpy(),
         train.labels.numpy(),
+        test.images.numpy(),
+        test.labels,
         epochs=epochs,
         max_steps=max_steps,
         batch_size=batch_size,
         seed=seed,
         device=device,
         config=config,
-        log_every=100,
     )
-    seconds = time.perf_counter() - t0
-    acc = accuracy(model, test.images.numpy(), test.labels, device=device)
     meta = {
         "extractor": f"genlab-cnn-{file_label(dataset)}-v{EXTRACTOR_VERSION}",
         "dataset": f"folder:{root}",
@@ -225,20 +238,15 @@ def train_folder_classifier(
         "class_names": list(classes),
         "trained_on": f"{root.name} train ({len(train)} images)",
         "accuracy_on": f"{root.name} held-out ({len(test)} images)",
-        "test_accuracy": round(acc, 4),
-        "n_train": int(len(train)),
-        "n_test": int(len(test)),
-        "epochs": int(epochs),
+        **run,
         "max_steps": max_steps,
         "batch_size": int(batch_size),
-        "seed": int(seed),
-        "train_seconds": round(seconds, 1),
-        "device": str(device),
-        "torch_threads": torch.get_num_threads(),
-        "torch_version": torch.__version__,
     }
     save_classifier(model, out, meta)
-    log(f"{meta['extractor']}: held-out accuracy {acc:.4f} on {len(test)} images ({seconds:.0f}s) -> {out}")
+    log(
+        f"{meta['extractor']}: held-out accuracy {run['test_accuracy']:.4f} on {len(test)} images "
+        f"({run['train_seconds']:.0f}s) -> {out}"
+    )
     return meta
 
 

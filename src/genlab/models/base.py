@@ -26,8 +26,9 @@ callbacks' job (``genlab.training.callbacks``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 import torch
@@ -79,6 +80,24 @@ class Preset:
     description: str
     model: Any
     train: Mapping[str, Any] = field(default_factory=dict)
+
+    def differences(self, model: Any, train: Any) -> list[str]:
+        """A run's settings that differ from this preset's (``model.width=8``, ``train.lr=0.0005``):
+        what ``--set`` and the training flags changed, so the description is not read as the whole
+        story. Training fields the preset does not set (seed, budget, ...) are the run's own."""
+
+        def plain(value: Any) -> Any:  # a JSON round trip: tuples and lists compare equal, as saved
+            return json.loads(json.dumps(value))
+
+        mine, base = plain(asdict(model)), plain(asdict(self.model))
+        out = [f"model.{k}={json.dumps(v)}" for k, v in mine.items() if k in base and base[k] != v]
+        run_train = plain(asdict(train))
+        out += [
+            f"train.{k}={json.dumps(run_train[k])}"
+            for k, v in self.train.items()
+            if k in run_train and run_train[k] != plain(v)
+        ]
+        return out
 
 
 @dataclass

@@ -523,9 +523,10 @@ def run_panel(ex: RunExplorer) -> dict[str, Any]:
 
     run = ex.run
     try:
-        description = get_preset(run.family, run.preset).description
+        preset = get_preset(run.family, run.preset)
+        description, changed = preset.description, preset.differences(run.model, run.train)
     except GenlabError:
-        description = ""  # a preset renamed since the run was trained
+        description, changed = "", []  # a preset renamed since the run was trained
     curves: dict[str, list[list[float]]] = {}
     try:
         records = read_jsonl(ex.run_dir / "metrics.jsonl", MAX_JSONL_BYTES)
@@ -568,6 +569,7 @@ def run_panel(ex: RunExplorer) -> dict[str, Any]:
         "family": run.family,
         "preset": run.preset,
         "description": description,
+        "changed": changed,
         "dataset": f"{run.data.dataset} ({run.data.split} split)",
         "steps": summary.get("steps") if isinstance(summary, dict) else None,
         "warnings": [w for w in summary.get("warnings", []) if isinstance(w, str)] if isinstance(summary, dict) else [],

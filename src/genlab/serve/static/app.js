@@ -595,7 +595,8 @@ async function loadPanel() {
     return;
   }
   if (name !== S.info.name) return;
-  $("run-desc").textContent = `${p.family}/${p.preset}: ${p.description || "(no description)"} — trained on ${p.dataset}${p.steps ? `, ${p.steps} steps` : ""}.`;
+  const changed = p.changed.length ? ` Changed from the preset: ${p.changed.join(", ")}.` : "";
+  $("run-desc").textContent = `${p.family}/${p.preset}: ${p.description || "(no description)"} — trained on ${p.dataset}${p.steps ? `, ${p.steps} steps` : ""}.${changed}`;
   const warn = $("warnings");
   warn.textContent = "";
   for (const w of p.warnings) {
