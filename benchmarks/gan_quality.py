@@ -60,6 +60,7 @@ from common import BIG, auto_device, budget_parser, print_table, split_settings,
 from genlab.checkpoint import load_run
 from genlab.config import DataConfig, RunConfig, TrainConfig
 from genlab.data import load_dataset
+from genlab.errors import GenlabError
 from genlab.evaluate import evaluate_samples, prepare_reference
 from genlab.models import get_preset
 from genlab.models.base import ConfigurableSampler, config_from_dict
@@ -126,7 +127,10 @@ def train_one(spec: tuple, data, test, minutes: float, device: str, seed: int, r
 
 def run_row(run_dir: Path, data, device: str) -> dict:
     """A run trained elsewhere, in the shape :func:`train_one` returns (``--runs``)."""
-    model, cfg = load_run(run_dir, device=device)
+    try:
+        model, cfg = load_run(run_dir, device=device)
+    except GenlabError as e:
+        raise SystemExit(f"gan_quality.py: {e.message}") from None
     if cfg.data.dataset != data.name or cfg.data.split != data.split:
         raise SystemExit(
             f"{run_dir}: trained on {cfg.data.dataset} {cfg.data.split}, but this comparison is for {data.name} "
@@ -269,6 +273,9 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, help="sampler steps of models that take them")
     args = ap.parse_args(argv)
 
+    for run_dir in map(Path, args.runs.split(",") if args.runs else []):  # before minutes of loading data
+        if not (run_dir / "config.json").is_file() or not (run_dir / "summary.json").is_file():
+            raise SystemExit(f"gan_quality.py: {run_dir} is not a finished genlab run (config.json, summary.json)")
     specs = parse_presets(args.presets)
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [args.seed]
     device = auto_device() if args.device == "auto" else args.device

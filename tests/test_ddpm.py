@@ -26,6 +26,7 @@ from genlab.cli import main
 from genlab.errors import ConfigError
 from genlab.models import build_model
 from genlab.models.base import (
+    ChunkedSampler,
     ConfigurableSampler,
     DenoisingModel,
     EMAModel,
@@ -273,7 +274,8 @@ def test_presets_validate_round_trip_and_build_on_meta(name: str) -> None:
     cfg.validate()
     assert config_from_dict(DDPMConfig, json.loads(json.dumps(dataclasses.asdict(cfg))), "model") == cfg
     model = dry_build("ddpm", cfg)
-    for cap in (EMAModel, LikelihoodModel, EncoderModel, NoiseLatentModel, ConfigurableSampler, DenoisingModel):
+    capabilities = (EMAModel, LikelihoodModel, EncoderModel, NoiseLatentModel, ConfigurableSampler, DenoisingModel)
+    for cap in (*capabilities, ChunkedSampler):
         assert isinstance(model, cap), cap
     assert model.latent_dim == 784
 
@@ -296,6 +298,33 @@ def test_sampling_in_chunks_draws_the_images_of_one_batch(monkeypatch) -> None:
     torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-5)
     other = model.sample(7, labels=torch.zeros(7, dtype=torch.long), generator=torch.Generator().manual_seed(3))
     assert not torch.allclose(other, whole, atol=1e-3)  # the labels reached every chunk
+    # the chunks as they come (what progress bars count) are sample()'s images
+    parts = list(model.sample_chunks(7, labels=labels, generator=torch.Generator().manual_seed(3)))
+    assert [len(p) for p in parts] == [3, 3, 1]
+    torch.testing.assert_close(torch.cat(parts), chunked, rtol=0, atol=0)
+
+
+def test_a_progress_bar_moves_chunk_by_chunk_within_a_batch(monkeypatch) -> None:
+    import genlab.models.ddpm.model as ddpm_model
+    import genlab.sample as sample_module
+
+    positions: list[int] = []
+
+    class Recorder:
+        def __init__(self, *args, **kwargs) -> None: ...
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None: ...
+        def update(self, n: int) -> None:
+            positions.append(n)
+
+    monkeypatch.setattr("genlab.progress.Progress", Recorder)
+    monkeypatch.setattr(ddpm_model, "SAMPLE_CHUNK", 4)
+    model = build_model("ddpm", tiny()).eval()
+    images = sample_module.generate(model, 10, generator=torch.Generator().manual_seed(0), batch_size=6)
+    assert images.shape == (10, 1, 28, 28)
+    assert positions == [4, 6, 6, 10, 10]  # batch 1: chunks of 4 and 2; batch 2: chunk of 4
 
 
 def test_a_step_changes_the_weights_and_the_ema_and_sampling_changes_nothing() -> None:
@@ -568,6 +597,8 @@ def test_sampling_flags_on_a_model_without_them_are_refused(mnist_dir, tmp_path,
     capsys.readouterr()  # the seed VAE's own warning (posterior collapse)
     code = main(["sample", str(vae), "--steps", "10", "--out", str(tmp_path / "s.npy")])
     one_error_line(capsys, code, "--steps does not apply")
+    code = main(["evaluate", str(vae), "--guidance", "2", "--out", str(tmp_path / "e")])
+    one_error_line(capsys, code, "--guidance does not apply")
 
 
 def test_conditional_run_samples_a_label_with_guidance(mnist_dir, tmp_path) -> None:
@@ -577,3 +608,27 @@ def test_conditional_run_samples_a_label_with_guidance(mnist_dir, tmp_path) -> N
     npy = tmp_path / "c.npy"
     assert main(["sample", str(out), "-n", "4", "--label", "3", "--guidance", "2.5", "--out", str(npy), "--quiet"]) == 0
     assert np.load(npy).shape == (4, 1, 28, 28)
+
+
+def test_evaluate_draws_with_the_sampling_flags_and_records_them(ddpm_run, tmp_path, capsys) -> None:
+    def evaluate(out: Path, *flags: str) -> dict:
+        args = ["evaluate", str(ddpm_run), "-n", "200", "--metrics", "fid", "--out", str(out), "--quiet", *flags]
+        assert main(args) == 0
+        return json.loads((out / "metrics.json").read_text())
+
+    default = evaluate(tmp_path / "default")
+    assert default["source"]["sampling"] == {"sampler": "ddim", "steps": 2, "eta": 0.0, "guidance": 1.0}
+    assert default["source"]["sampling_seconds"] > 0
+    chosen = evaluate(tmp_path / "chosen", "--sampler", "ddpm", "--steps", "7")
+    assert chosen["source"]["sampling"] == {"sampler": "ddpm", "steps": 7, "eta": 0.0, "guidance": 1.0}
+    fid = {r["key"]: r["value"] for r in default["summary"]}["fid"]
+    assert {r["key"]: r["value"] for r in chosen["summary"]}["fid"] != fid  # other samples, not a relabelling
+    assert "sampled with ddpm, 7 steps, eta 0, guidance 1" in (tmp_path / "chosen" / "report.html").read_text()
+
+    npy = tmp_path / "s.npy"
+    np.save(npy, np.zeros((10, 1, 28, 28), np.float32))
+    code = main(["evaluate", str(npy), "--dataset", "mnist", "--steps", "5", "--out", str(tmp_path / "npy")])
+    one_error_line(capsys, code, "--steps: how a run's model draws")
+    assert not (tmp_path / "npy").exists()
+    code = main(["evaluate", str(ddpm_run), "--steps", "101", "--out", str(tmp_path / "bad")])
+    one_error_line(capsys, code, "--steps must be in 1..T")

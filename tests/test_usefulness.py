@@ -188,8 +188,10 @@ def test_evaluate_cas_writes_metrics_and_a_report_section(tmp_path, fashion_dir,
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(use, "DEFAULT_RECIPE", use.Recipe(steps=5, batch_size=32, test_batch=1000))
     real_train = use.train_and_score
+    trained_on = []
 
     def on_fewer_test_images(images, labels, test, **kw):  # scoring all 10,000 would dominate the test's time
+        trained_on.append((np.array(images), np.array(labels)))
         return real_train(
             images, labels, dataclasses.replace(test, images=test.images[:1000], labels=test.labels[:1000]), **kw
         )
@@ -206,3 +208,49 @@ def test_evaluate_cas_writes_metrics_and_a_report_section(tmp_path, fashion_dir,
     assert result["cas"]["per_class_count"] == [5] * 10 and len(result["cas"]["per_class"]["real"]) == 10
     page = (run / "report.html").read_text()
     assert "Classification Accuracy Score</h2>" in page and 'alt="CAS per class"' in page
+    # CAS trains on the very samples the other metrics scored: what `genlab sample` draws with the same seed
+    assert result["cas"]["samples"].startswith("the evaluation's")
+    assert main(["sample", str(run), "-n", "50", "--seed", "0", "--out", str(tmp_path / "s.npy"), "--quiet"]) == 0
+    generated, labels = trained_on[0]
+    np.testing.assert_array_equal(generated, np.load(tmp_path / "s.npy"))
+    np.testing.assert_array_equal(labels, np.arange(50) % 10)
+
+
+def test_a_diffusion_run_is_scored_and_augmented_as_its_sampling_flags_say(tmp_path, fashion_dir, monkeypatch):
+    """CAS and augment draw with --sampler/--steps/--guidance, record them, and never reuse an arm whose
+    generated images were drawn another way."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    calls = []
+    real_train = use.train_and_score
+
+    def tiny_and_counted(images, labels, test, **kw):
+        calls.append(len(images))
+        small = dataclasses.replace(test, images=test.images[:500], labels=test.labels[:500])
+        return real_train(images, labels, small, **{**kw, "recipe": use.Recipe(steps=5, batch_size=32)})
+
+    monkeypatch.setattr(use, "train_and_score", tiny_and_counted)
+    run = tmp_path / "ddpm-cond"
+    tiny = ["--set", "model.channels=8", "--set", "model.channel_mult=[1,2]", "--set", "model.timesteps=100"]
+    tiny += ["--set", "model.attention=false", "--set", "model.preview_steps=1", "--set", "model.sample_steps=2"]
+    args = ["train", "ddpm", "--preset", "ddpm-cond", "--dataset", "fashion-mnist", "--data-dir", str(fashion_dir)]
+    assert main([*args, *tiny, "--max-steps", "2", "--batch-size", "8", "--out", str(run), "--quiet"]) == 0
+
+    drawn = {"sampler": "ddim", "steps": 3, "eta": 0.0, "guidance": 1.5}
+    assert (
+        main(["evaluate", str(run), "--cas", "-n", "20", "--metrics", "is", "--steps", "3", "--guidance", "1.5"]) == 0
+    )
+    result = json.loads((run / "metrics.json").read_text())
+    assert result["source"]["sampling"] == drawn and result["cas"]["sampling"] == drawn
+    assert result["cas"]["samples"].startswith("the evaluation's")
+    assert "sampled with ddim, 3 steps, eta 0, guidance 1.5" in (run / "report.html").read_text()
+
+    augment = ["augment", str(run), "--real-per-class", "2", "--synthetic-per-class", "2", "--seeds", "1", "--quiet"]
+    calls.clear()
+    assert main([*augment, "--steps", "3"]) == 0
+    assert sorted(calls) == [20, 40]  # the real arm and the mixed one
+    assert json.loads((run / "augment" / "augment.json").read_text())["sampling"] == {**drawn, "guidance": 2.0}
+    calls.clear()
+    assert main([*augment, "--steps", "3"]) == 0
+    assert calls == []  # both arms from the cache
+    assert main([*augment, "--steps", "4"]) == 0
+    assert calls == [40]  # generated images drawn another way: that arm again; the real arm still cached

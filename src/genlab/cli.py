@@ -61,6 +61,28 @@ def _dest(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_")
 
 
+def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
+    """Each family's sampling options (a ConfigurableSampler's: --sampler, --steps, ...), for every
+    command that draws samples from a run."""
+    from .models import sample_flags
+
+    groups: dict[tuple[str, ...], argparse._ArgumentGroup] = {}
+    for spec in sample_flags().values():
+        if spec.families not in groups:
+            groups[spec.families] = parser.add_argument_group(f"sampling options ({', '.join(spec.families)})")
+        groups[spec.families].add_argument(
+            spec.flag, type=spec.type, dest=_dest(spec.flag), metavar=spec.type.__name__.upper(), help=spec.help
+        )
+
+
+def sampling_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The sampling options given on the command line (option -> value), for ``configure_sampling``."""
+    from .models import sample_flags
+
+    given = {spec.field: getattr(args, _dest(flag), None) for flag, spec in sample_flags().items()}
+    return {option: value for option, value in given.items() if value is not None}
+
+
 def _parse_value(text: str) -> Any:
     """--set values: JSON when it parses (numbers, true, lists), else the plain string."""
     try:
@@ -186,12 +208,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if not 0 <= args.label < model.num_classes:
             raise ConfigError(f"--label must be in 0..{model.num_classes - 1}, got {args.label}")
         labels = torch.full((args.n,), args.label, dtype=torch.long)
-    from .models import configure_sampling, sample_flags
+    from .models import configure_sampling
 
-    options = {spec.field: getattr(args, _dest(f)) for f, spec in sample_flags().items()}
-    configure_sampling(
-        model, {k: v for k, v in options.items() if v is not None}, f"{args.run} ({run.family}/{run.preset})"
-    )
+    configure_sampling(model, sampling_options(args), f"{args.run} ({run.family}/{run.preset})")
     gen = torch.Generator(device=model.device).manual_seed(args.seed)
     if suffix == ".npy":
         shape = stream_samples_npy(model, args.n, out, generator=gen, labels=labels, progress=not args.quiet)
@@ -223,7 +242,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 # -- parser --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from .models import family_names, model_flags, sample_flags
+    from .models import family_names, model_flags
 
     parser = Parser(prog="genlab", description="Train, sample and evaluate deep generative models.")
     parser.add_argument("--version", action="version", version=f"genlab {__version__}")
@@ -316,13 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--quiet", action="store_true")
-    sampling: dict[tuple[str, ...], argparse._ArgumentGroup] = {}
-    for spec in sample_flags().values():  # each family's sampling options (ConfigurableSampler)
-        if spec.families not in sampling:
-            sampling[spec.families] = p.add_argument_group(f"sampling options ({', '.join(spec.families)})")
-        sampling[spec.families].add_argument(
-            spec.flag, type=spec.type, dest=_dest(spec.flag), metavar=spec.type.__name__.upper(), help=spec.help
-        )
+    add_sampling_flags(p)
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("datasets", help="list datasets, where their files are and whether checksums match")

@@ -25,7 +25,7 @@ import hashlib
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1207,6 +1207,7 @@ class Evaluation:
     samples: np.ndarray  # (N, C, H, W) float32: the evaluated samples
     pairs: tuple[np.ndarray, np.ndarray] | None = None  # closest samples and their training images
     class_names: tuple[str, ...] = ()
+    labels: np.ndarray | None = None  # (N,) int64: the class each sample was drawn for (a conditional run)
 
 
 def evaluate_samples(
@@ -1491,6 +1492,19 @@ def stale_metrics(run_dir: Path, result: Any, metrics_path: Path | None = None) 
     return None
 
 
+def describe_sampling(settings: Mapping[str, Any]) -> str:
+    """A model's sampling settings as words: "ddim, 20 steps, eta 0, guidance 2"."""
+    parts: list[str] = []
+    for option, value in settings.items():
+        if option == "sampler":
+            parts.insert(0, str(value))
+        elif option == "steps":
+            parts.append(f"{value} steps")
+        else:
+            parts.append(f"{option} {value:g}" if isinstance(value, float) else f"{option} {value}")
+    return ", ".join(parts)
+
+
 def evaluate_path(
     target: str | Path,
     *,
@@ -1505,6 +1519,7 @@ def evaluate_path(
     log: Callable[[str], None] | None = None,
     progress: bool = False,
     image_size: int | None = None,
+    sampling: Mapping[str, Any] | None = None,
 ) -> Evaluation:
     """Evaluate a run directory (sampling ``n``, default 10,000), a ``.npy`` file or a PNG folder.
 
@@ -1516,19 +1531,28 @@ def evaluate_path(
     Every input (metric names, sample count, dataset and its files, extractor weights) is checked
     before any sample is drawn or read. A run's result records the weights it scored
     (``source.step``, ``source.weights_sha256``: see :func:`stale_metrics`). ``progress`` shows
-    the sampling's progress on stderr (:mod:`genlab.progress`).
+    the sampling's progress on stderr (:mod:`genlab.progress`). ``sampling``: options of a run whose model
+    takes them (a diffusion model's sampler, steps, eta, guidance; ``genlab sample``'s flags), recorded
+    in ``source.sampling`` with the values the samples were drawn with.
     """
     import torch
 
     from .checkpoint import load_run
+    from .models import configure_sampling, sampling_flag_names, sampling_settings
     from .sample import generate
 
     target = Path(target)
     say = log or (lambda _msg: None)
     notes: list[str] = []
     metrics = parse_metrics(",".join(metrics)) if metrics else parse_metrics("")
+    if sampling and not is_run_dir(target):
+        raise ConfigError(
+            f"{', '.join(sampling_flag_names(sampling))}: how a run's model draws; {target} holds samples "
+            "already (they were drawn however they were drawn)"
+        )
     if is_run_dir(target):  # a config.json that is not a regular file is refused by load_run, not skipped
         model, run = load_run(target, device=device)
+        configure_sampling(model, dict(sampling or {}), f"{target} ({run.family}/{run.preset})")
         weights = scored_weights(target)
         if dataset and dataset != run.data.dataset:
             notes.append(f"the run was trained on {run.data.dataset} but is compared with {dataset} (--dataset)")
@@ -1545,9 +1569,15 @@ def evaluate_path(
         test, extractors, data_options = prepare_reference(
             dataset, data_dir, classifier, inception, device=device, data_options=options
         )
-        say(f"sampling {n} images from {target} ({run.family}/{run.preset})")
+        how = sampling_settings(model)
+        drawn_with = f"; {describe_sampling(how)}" if how else ""
+        say(f"sampling {n} images from {target} ({run.family}/{run.preset}{drawn_with})")
         gen = torch.Generator(device=model.device).manual_seed(seed)
-        samples = generate(model, n, generator=gen, progress=progress).numpy()
+        labels = model.sampling_labels(n)  # a conditional model: 0, 1, ..., C-1, 0, ... (class-balanced)
+        t_sampling = time.perf_counter()
+        samples = generate(model, n, generator=gen, labels=labels, progress=progress).numpy()
+        sampling_seconds: float | None = round(time.perf_counter() - t_sampling, 1)
+        drawn_for = labels.cpu().numpy() if labels is not None else None
         source = {
             "kind": "run",
             "path": str(target),
@@ -1556,6 +1586,7 @@ def evaluate_path(
             "preset": run.preset,
             "trained_on": f"{run.data.dataset} {run.data.split}",
             **weights,
+            **({"sampling": how} if how else {}),
         }
         train_split = run.data.split if run.data.dataset == dataset else "train"
     else:
@@ -1586,7 +1617,8 @@ def evaluate_path(
                 notes.append(f"-n {n} asked for, but {target} holds only {len(samples)} images: all are used")
         source = {"kind": "npy" if target.is_file() else "png-folder", "path": str(target), "name": target.name}
         train_split = "train"
-    return evaluate_samples(
+        drawn_for, sampling_seconds = None, None
+    evaluation = evaluate_samples(
         samples,
         dataset,
         metrics=metrics,
@@ -1603,6 +1635,10 @@ def evaluate_path(
         extractors=extractors,
         data_options=data_options,
     )
+    evaluation.labels = drawn_for
+    if sampling_seconds is not None:  # what the n samples cost to draw (a diffusion model: most of the wait)
+        evaluation.result["source"]["sampling_seconds"] = sampling_seconds
+    return evaluation
 
 
 CLASS_METRICS = ("is", "modes")  # need a classifier's class probabilities
@@ -1726,6 +1762,7 @@ def _note_stale(run_dir: Path, metrics_path: Path, log: Callable[[str], None]) -
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .cli import sampling_options
     from .device import inference_device
     from .report import evaluation_html, metrics_table_text, write_metrics_json
 
@@ -1734,6 +1771,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise GenlabError(f"{target}: no such run directory, .npy file or PNG folder")
     metrics = parse_metrics(args.metrics)
     device = inference_device(args.device)
+    sampling = sampling_options(args)
     if args.nll:
         if not is_run_dir(target):
             raise ConfigError(
@@ -1769,6 +1807,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         log=log,
         progress=not args.quiet,
         image_size=args.image_size,
+        sampling=sampling,
     )
     if args.nll:
         log(f"test log-likelihood: k={args.k} on {args.nll_images} images")
@@ -1794,6 +1833,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             data_dir=args.data_dir,
             progress=not args.quiet,
             log=log,
+            sampling=sampling,
         )
     write_metrics_json(ev.result, metrics_path)
     from .io import atomic_write_text
@@ -2012,6 +2052,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
+    from .cli import add_sampling_flags
+
     p = sub.add_parser(
         "train-classifier",
         help="train the CNN whose features genlab's metrics use",
@@ -2106,6 +2148,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
         "generated labelled samples, tested on real data) beside the same classifier trained on real images",
     )
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    add_sampling_flags(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(

@@ -141,13 +141,15 @@ def plot_augmentation(result: Mapping[str, Any], out: Path) -> None:
         mean = [100 * r[arm]["mean"] for r in rows]
         std = [100 * r[arm]["std"] for r in rows]
         ax.errorbar(ks, mean, yerr=std, fmt=fmt, capsize=4, lw=1.5, ms=5, label=label)
-    for r in rows:
-        top = 100 * max(r["real"]["mean"], r["real+generated"]["mean"])
+    tops = []
+    for r in rows:  # each gain above the higher error bar's cap, so no bar runs through its label
+        top = 100 * max(r[arm]["mean"] + r[arm]["std"] for arm in ("real", "real+generated"))
+        tops.append(top)
         ax.annotate(
             f"{r['gain_points']['mean']:+.1f} pts",
             (r["real_per_class"], top),
             textcoords="offset points",
-            xytext=(0, 10),
+            xytext=(0, 8),
             ha="center",
             fontsize=8,
         )
@@ -155,6 +157,8 @@ def plot_augmentation(result: Mapping[str, Any], out: Path) -> None:
         ax.set_xscale("log")
         ax.set_xlim(min(ks) / 1.6, max(ks) * 1.6)  # room for the gain labels at both ends
     ax.margins(y=0.15)
+    low, high = ax.get_ylim()
+    ax.set_ylim(low, max(high, max(tops) + 0.12 * (high - low)))  # the highest label inside the axes
     ax.set_xticks(ks)
     ax.set_xticklabels([str(k) for k in ks])
     ax.set_xlabel("real training images per class (k)")

@@ -353,6 +353,12 @@ def _source_text(src: dict[str, Any]) -> str:
         facts.append(f"{src['family']} / {src.get('preset', '?')}")
     if src.get("trained_on"):
         facts.append(f"trained on {src['trained_on']}")
+    if isinstance(src.get("sampling"), dict):
+        from .evaluate import describe_sampling
+
+        facts.append(f"sampled with {describe_sampling(src['sampling'])}")
+    if isinstance(src.get("sampling_seconds"), (int, float)):
+        facts.append(f"drawn in {src['sampling_seconds']:g} s")
     about = f" ({html.escape(', '.join(facts))})" if facts else ""
     return f"Scored: {html.escape(what)} <code>{html.escape(str(src.get('path', src.get('name', ''))))}</code>{about}."
 
@@ -571,6 +577,16 @@ def strict_best(best: dict[str, list[str]], rid: str) -> str | None:
     return names[0] if len(names) == 1 else None
 
 
+def _sampled_with(result: dict[str, Any]) -> str:
+    """A line under a compared run's name saying how its samples were drawn, when its model has options."""
+    how = result.get("source", {}).get("sampling")
+    if not isinstance(how, dict):
+        return ""
+    from .evaluate import describe_sampling
+
+    return f"<br>{html.escape(describe_sampling(how))}"
+
+
 def compare_html(runs: Sequence[dict[str, Any]]) -> str:
     """Runs side by side. Each run: ``{"name", "family", "preset", "dir", "result", "on_the_fly",
     "stale" (why its metrics.json was not used, or None), "samples_png" (bytes or None), "metrics_path"}``."""
@@ -603,7 +619,7 @@ def compare_html(runs: Sequence[dict[str, Any]]) -> str:
         "<h2>Metrics</h2><table><tr><th>metric</th><th>extractor</th><th>better</th>"
         + "".join(
             f'<th>{html.escape(r["name"])}<br><span class="small">{html.escape(str(r.get("family")))}'
-            f" / {html.escape(str(r.get('preset')))}</span></th>"
+            f" / {html.escape(str(r.get('preset')))}{_sampled_with(r['result'])}</span></th>"
             for r in runs
         )
         + '<th>real data<br><span class="small">floor</span></th>'

@@ -39,13 +39,22 @@ def _batches(
 
     ``progress``: a bar or plain lines on stderr (:mod:`genlab.progress`), batch by batch.
     """
+    from .models.base import ChunkedSampler
     from .progress import Progress
 
     with Progress(n, desc="sample", unit="image", rate_unit="images", enabled=progress) as bar:
         for lo in range(0, n, batch_size):
             k = min(batch_size, n - lo)
             lab = labels[lo : lo + k] if labels is not None else None
-            yield lo, model.sample(k, labels=lab, generator=generator).float().cpu().clamp_(0, 1)
+            if isinstance(model, ChunkedSampler):  # minutes per batch: the bar moves chunk by chunk
+                chunks = []
+                for chunk in model.sample_chunks(k, labels=lab, generator=generator):
+                    chunks.append(chunk)
+                    bar.update(lo + sum(len(c) for c in chunks))
+                batch = torch.cat(chunks)
+            else:
+                batch = model.sample(k, labels=lab, generator=generator)
+            yield lo, batch.float().cpu().clamp_(0, 1)
             bar.update(lo + k)
 
 

@@ -27,7 +27,7 @@ import hashlib
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -209,12 +209,15 @@ def classification_accuracy_score(
     device: str = "cpu",
     progress: bool = False,
     log: Callable[[str], None] = lambda _msg: None,
+    drawn: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """CAS of a conditional ``model`` with ``n`` class-balanced samples, beside the real accuracy.
 
     ``train`` and ``test`` are :class:`genlab.data.Dataset` splits (the real images come from
     ``train`` only; ``test`` is only scored). The real arm draws exactly as many images of each class
-    as were generated (:func:`per_class_draw` with ``seed``). Returns a JSON-ready dict.
+    as were generated (:func:`per_class_draw` with ``seed``). ``drawn``: ``n`` samples (images, labels)
+    already drawn class-balanced from ``model`` (``genlab evaluate``'s), used instead of drawing again.
+    Returns a JSON-ready dict.
     """
     require_conditional(model, "this model", "CAS")
     c = test.num_classes
@@ -222,8 +225,14 @@ def classification_accuracy_score(
         raise ConfigError(f"CAS needs at least one sample per class: -n {n} is fewer than the {c} classes")
     counts = np.bincount(balanced_labels(n, c), minlength=c).tolist()
     each = f"{counts[0]}" if counts[0] == counts[-1] else f"{counts[-1]}-{counts[0]}"
-    log(f"CAS: sampling {n} labelled images ({each} per class)")
-    x_gen, y_gen = generate_labelled(model, counts, seed, progress=progress)
+    if drawn is not None:
+        x_gen, y_gen = np.asarray(drawn[0], np.float32), np.asarray(drawn[1], np.int64)
+        if len(x_gen) != n or np.bincount(y_gen, minlength=c).tolist() != counts:
+            raise ValueError(f"drawn: {n} class-balanced samples expected, got {len(x_gen)}")
+        log(f"CAS: the {n} labelled samples scored above ({each} per class)")
+    else:
+        log(f"CAS: sampling {n} labelled images ({each} per class)")
+        x_gen, y_gen = generate_labelled(model, counts, seed, progress=progress)
     idx = per_class_draw(train.labels.numpy(), counts, seed)
     log(f"CAS: training a classifier on the {n} samples, then one on {n} real {train.name} {train.split} images")
     generated = train_and_score(x_gen, y_gen, test, recipe=recipe, seed=seed, device=device)
@@ -259,26 +268,48 @@ def add_cas(
     progress: bool = False,
     log: Callable[[str], None] = lambda _msg: None,
     recipe: Recipe | None = None,
+    sampling: Mapping[str, Any] | None = None,
 ) -> None:
     """Put the CAS of the run in ``run_dir`` into an evaluation: ``result["cas"]`` and a summary row
-    whose 'real data' reference point is the real accuracy."""
+    whose 'real data' reference point is the real accuracy. ``sampling``: the model's sampling options
+    (see :func:`genlab.evaluate.evaluate_path`), recorded in ``result["cas"]["sampling"]``."""
     from .checkpoint import load_run
     from .data import load_dataset
     from .evaluate import _row
+    from .models import configure_sampling, sampling_settings
 
     model, run = load_run(run_dir, device=device)
-    require_conditional(model, f"{run_dir} ({run.family}/{run.preset})", "--cas")
+    what = f"{run_dir} ({run.family}/{run.preset})"
+    require_conditional(model, what, "--cas")
+    configure_sampling(model, dict(sampling or {}), what)
     dataset = evaluation.result["dataset"]
     data_dir = data_dir if data_dir is not None else run.data.data_dir
     train = load_dataset(dataset, "train", data_dir=data_dir, download=False)
     test = load_dataset(dataset, "test", data_dir=data_dir)
+    # The evaluation's samples of this run, drawn class-balanced with their labels, are CAS's too: a
+    # diffusion model's 10,000 take minutes to draw, and drawing them twice would buy nothing.
+    labels = getattr(evaluation, "labels", None)
+    shared = labels is not None and len(labels) == n and evaluation.result.get("source", {}).get("kind") == "run"
     cas = classification_accuracy_score(
-        model, train, test, n=n, seed=seed, recipe=recipe or DEFAULT_RECIPE, device=device, progress=progress, log=log
+        model,
+        train,
+        test,
+        n=n,
+        seed=seed,
+        recipe=recipe or DEFAULT_RECIPE,
+        device=device,
+        progress=progress,
+        log=log,
+        drawn=(evaluation.samples, labels) if shared and labels is not None else None,
     )
+    cas["samples"] = "the evaluation's (scored by the metrics above too)" if shared else "drawn for CAS"
     if run.data.split == "test":
         evaluation.result["notes"].append(
             "CAS: the model was trained on the test split the classifiers are scored on, so CAS is optimistic"
         )
+    how = sampling_settings(model)
+    if how:
+        cas["sampling"] = how
     evaluation.result["cas"] = cas
     evaluation.result["summary"].append(
         _row(
@@ -323,8 +354,10 @@ def _mean_spread(values: Sequence[float]) -> dict[str, Any]:
 
 def _arm_key(identity: dict[str, Any], arm: str, k: int, m: int, seed_: int, recipe: Recipe, test) -> dict:
     """What an arm's cached result depends on; a cached file with another key is recomputed."""
+    # A moved run folder keeps its cache; the real arm is the same however the model samples.
+    ignored = ("run", "step") if arm != "real" else ("run", "step", "sampling")
     return {
-        **{k: v for k, v in identity.items() if k not in ("run", "step")},  # a moved run folder keeps its cache
+        **{k: v for k, v in identity.items() if k not in ignored},
         "arm": arm,
         "real_per_class": k,
         "synthetic_per_class": m if arm != "real" else 0,  # the real arm is the same whatever M is
@@ -470,17 +503,21 @@ def parse_counts(text: str) -> list[int]:
 
 def cmd_augment(args: argparse.Namespace) -> int:
     from .checkpoint import load_run
+    from .cli import sampling_options
     from .data import load_dataset
     from .device import inference_device
     from .evaluate import check_dataset_name, is_run_dir, scored_weights
     from .io import check_writable_folder
+    from .models import configure_sampling, sampling_settings
 
     run_dir = Path(args.run)
     if not is_run_dir(run_dir):
         raise GenlabError(f"{run_dir}: not a genlab run directory (no config.json)")
     device = inference_device(args.device)
     model, run = load_run(run_dir, device=device)
-    require_conditional(model, f"{run_dir} ({run.family}/{run.preset})", "genlab augment")
+    what = f"{run_dir} ({run.family}/{run.preset})"
+    require_conditional(model, what, "genlab augment")
+    configure_sampling(model, sampling_options(args), what)
     check_dataset_name(run.data.dataset)  # the classifier reads 28x28 grayscale images of a known dataset
     out = Path(args.out) if args.out else run_dir / "augment"
     check_writable_folder(out)
@@ -505,6 +542,9 @@ def cmd_augment(args: argparse.Namespace) -> int:
         "weights_sha256": weights.get("weights_sha256"),
         "step": weights.get("step"),
     }
+    how = sampling_settings(model)
+    if how:  # part of each cached arm's key: samples drawn another way are another arm
+        identity["sampling"] = how
     result = augmentation_gain(
         model,
         train,
@@ -526,6 +566,8 @@ def cmd_augment(args: argparse.Namespace) -> int:
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
+    from .cli import add_sampling_flags
+
     p = sub.add_parser(
         "augment",
         help="does generated data help a classifier? accuracy with and without it",
@@ -552,4 +594,5 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", help="folder holding the dataset's IDX files (default: the run's)")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    add_sampling_flags(p)
     p.set_defaults(func=cmd_augment)

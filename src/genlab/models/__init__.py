@@ -11,7 +11,7 @@ capabilities (``genlab.models.base``).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -101,6 +101,12 @@ def sample_flags() -> dict[str, ModelFlag]:
     return flags
 
 
+def sampling_flag_names(options: Iterable[str]) -> list[str]:
+    """The command-line flags of sampling ``options`` (``steps`` -> ``--steps``), for error messages."""
+    names = {spec.field: spec.flag for spec in sample_flags().values()}
+    return [names.get(o, o) for o in options]
+
+
 def configure_sampling(model: GenerativeModel, options: dict[str, Any], what: str) -> None:
     """Apply sampling ``options`` (option -> value, from :func:`sample_flags`) to ``model``; a model without
     the :class:`~genlab.models.base.ConfigurableSampler` capability is refused by name of its flags."""
@@ -109,13 +115,20 @@ def configure_sampling(model: GenerativeModel, options: dict[str, Any], what: st
     if not options:
         return
     if not isinstance(model, ConfigurableSampler):
-        names = {spec.field: spec.flag for spec in sample_flags().values()}
-        given = [names.get(o, o) for o in options]
+        given = sampling_flag_names(options)
         raise ConfigError(
             f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to {what}: its model has no "
             "sampling options (a diffusion model has)"
         )
     model.set_sampling(**options)
+
+
+def sampling_settings(model: GenerativeModel) -> dict[str, Any] | None:
+    """How ``model`` draws, for the record beside figures computed from its samples: its sampling options
+    and their values, or None for a model that draws in one way only (one network pass)."""
+    from .base import ConfigurableSampler
+
+    return model.sampling_settings() if isinstance(model, ConfigurableSampler) else None
 
 
 def build_model(family: str, config: Any) -> GenerativeModel:
@@ -175,6 +188,8 @@ __all__ = [
     "all_presets",
     "build_model",
     "configure_sampling",
+    "sampling_flag_names",
+    "sampling_settings",
     "dry_build",
     "family_module",
     "family_names",

@@ -17,6 +17,7 @@ against the small protocols below, never by its family name:
 - :class:`EMAModel`: weights averaged over training steps for sampling (the trainer updates them);
 - :class:`NoiseLatentModel`: a latent that is Gaussian noise (a diffusion model's x_T): slerp, no traversal;
 - :class:`ConfigurableSampler`: sampling options chosen at sampling time (``genlab sample --sampler ...``);
+- :class:`ChunkedSampler`: a slow ``sample`` that can hand its images over chunk by chunk (progress bars);
 - :class:`DenoisingModel`: draws in steps, and can show them (the run's ``denoising.png``);
 - :class:`DiagnosedModel`: a summary of its own health after training (e.g. posterior collapse).
 
@@ -27,7 +28,7 @@ callbacks' job (``genlab.training.callbacks``).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
@@ -335,6 +336,22 @@ class ConfigurableSampler(Protocol):
     changes how ``sample`` draws, and raises :class:`~genlab.errors.ConfigError` for a bad one."""
 
     def set_sampling(self, **options: Any) -> None: ...
+
+    def sampling_settings(self) -> dict[str, Any]:
+        """How ``sample`` draws now: every option ``set_sampling`` takes, with its value (recorded beside
+        the figures an evaluation computes from the samples)."""
+        ...
+
+
+@runtime_checkable
+class ChunkedSampler(Protocol):
+    """A model whose ``sample`` takes long and works through the images in chunks (a diffusion model: tens
+    of network passes per image). ``sample_chunks`` yields those chunks in order, images in [0, 1] that
+    concatenate to exactly what ``sample`` returns, so a caller can report progress between them."""
+
+    def sample_chunks(
+        self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Iterator[Tensor]: ...
 
 
 @runtime_checkable

@@ -27,8 +27,8 @@ space through deterministic DDIM: z = x_T (C*H*W numbers), ``decode`` runs the O
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -194,6 +194,9 @@ class DDPM(GenerativeModel):
             )
         self.sampling = new
 
+    def sampling_settings(self) -> dict[str, Any]:
+        return asdict(self.sampling)
+
     def noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """x_T ~ N(0, I), (n, C, H, W), drawn on the generator's device and moved to the model's."""
         dev = generator.device if generator is not None else "cpu"
@@ -225,13 +228,18 @@ class DDPM(GenerativeModel):
 
     @torch.inference_mode()
     def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+        return torch.cat(list(self.sample_chunks(n, labels, generator)))
+
+    @torch.inference_mode()
+    def sample_chunks(
+        self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Iterator[Tensor]:
+        """``sample``'s images, SAMPLE_CHUNK at a time (the ChunkedSampler capability: progress between)."""
         y = self.sampling_labels(n, labels)
         x_T = self.noise(n, generator)  # all starting noises first: the same x_T whatever the chunking
-        chunks = [
-            self._run(x_T[lo : lo + SAMPLE_CHUNK], None if y is None else y[lo : lo + SAMPLE_CHUNK], generator)
-            for lo in range(0, n, SAMPLE_CHUNK)
-        ]
-        return ((torch.cat(chunks) + 1.0) / 2.0).clamp(0.0, 1.0)
+        for lo in range(0, n, SAMPLE_CHUNK):
+            chunk = self._run(x_T[lo : lo + SAMPLE_CHUNK], None if y is None else y[lo : lo + SAMPLE_CHUNK], generator)
+            yield ((chunk + 1.0) / 2.0).clamp(0.0, 1.0)
 
     @torch.inference_mode()
     def denoising_trajectory(
