@@ -579,7 +579,8 @@ def strict_best(best: dict[str, list[str]], rid: str) -> str | None:
 
 def _sampled_with(result: dict[str, Any]) -> str:
     """A line under a compared run's name saying how its samples were drawn, when its model has options."""
-    how = result.get("source", {}).get("sampling")
+    source = result.get("source")  # a metrics.json read back: any shape that passed its checks
+    how = source.get("sampling") if isinstance(source, dict) else None
     if not isinstance(how, dict):
         return ""
     from .evaluate import describe_sampling
