@@ -62,7 +62,7 @@ from genlab.config import DataConfig, RunConfig, TrainConfig
 from genlab.data import load_dataset
 from genlab.errors import GenlabError
 from genlab.evaluate import evaluate_samples, prepare_reference
-from genlab.models import get_preset
+from genlab.models import get_preset, sampling_settings
 from genlab.models.base import ConfigurableSampler, config_from_dict
 from genlab.sample import generate, save_grid
 from genlab.seeding import set_seed
@@ -172,8 +172,8 @@ def trained_models(args, specs, names, seeds, data, test, device, out: Path):
 
 def sampler_of(model) -> str:
     """How the model draws: a diffusion model's sampler and step count, else one network pass."""
-    opts = getattr(model, "sampling", None)
-    return f"{opts.sampler} {opts.steps}" if opts is not None else "1 pass"
+    how = sampling_settings(model)  # the capability, not the diffusion model's own attribute
+    return f"{how['sampler']} {how['steps']}" if how else "1 pass"
 
 
 def timed_samples(model, n: int, seed: int) -> tuple[torch.Tensor, float]:

@@ -47,10 +47,11 @@ def _batches(
             k = min(batch_size, n - lo)
             lab = labels[lo : lo + k] if labels is not None else None
             if isinstance(model, ChunkedSampler):  # minutes per batch: the bar moves chunk by chunk
-                chunks = []
+                chunks, done = [], lo
                 for chunk in model.sample_chunks(k, labels=lab, generator=generator):
                     chunks.append(chunk)
-                    bar.update(lo + sum(len(c) for c in chunks))
+                    done += len(chunk)
+                    bar.update(done)
                 batch = torch.cat(chunks)
             else:
                 batch = model.sample(k, labels=lab, generator=generator)
