@@ -14,7 +14,7 @@ for training fields (values read as JSON where they parse; list DiffAugment poli
 ``--seeds`` repeats every model per seed and adds a summary (mean and spread over seeds).
 ``--preset-epochs`` keeps each preset's epoch count, as ``genlab train --max-minutes M`` does (a
 preset that finishes its epochs early stops early), instead of letting the budget alone stop
-training. ``--second-judge`` adds FID on an independently trained feature network
+training. ``--second-judge`` adds FID and recall on an independently trained feature network
 (``second_judge.py``), so a gain cannot be one classifier's artefact. ``--runs DIR,...`` scores
 runs trained elsewhere instead of training (for example one trained 15 minutes, scored, then resumed
 for 30 more with ``genlab train --resume``, which continues exactly); their split must be the one
@@ -40,7 +40,9 @@ precision/recall/density/coverage (k=5), classes covered (mode statistics) and t
 KS tests differing from the real data.
 
 Prints one table (epochs done, images/s, FID, KID, IS, precision, recall, coverage, classes
-covered) under the extractor's name, and writes OUT/results.json (all metrics, including density,
+covered) under the extractor's name, ending with a real-data row: ``-n`` real training images scored
+as if they were samples, the best any model can expect of each figure at this ``n`` (recall, for
+one, stays below 1 for real data too), and writes OUT/results.json (all metrics, including density,
 class KL and KS) and OUT/samples-<family>-<preset>.png (a 10x10 grid of the evaluated samples) per
 model; the genlab runs stay in OUT/<family>-<preset>/ for ``genlab evaluate`` / ``compare``.
 """
@@ -62,6 +64,8 @@ from genlab.config import DataConfig, RunConfig, TrainConfig
 from genlab.data import load_dataset
 from genlab.errors import GenlabError
 from genlab.evaluate import evaluate_samples, prepare_reference
+from genlab.metrics.frechet import fid_from_features
+from genlab.metrics.prdc import prdc
 from genlab.models import get_preset, sampling_settings
 from genlab.models.base import ConfigurableSampler, config_from_dict
 from genlab.sample import generate, save_grid
@@ -184,7 +188,8 @@ def timed_samples(model, n: int, seed: int) -> tuple[torch.Tensor, float]:
 
 
 def score(samples, test, args, device, extractors, name: str, judge) -> dict:
-    """All metrics of one model's samples, as one flat row."""
+    """All metrics of one model's samples, as one flat row. ``judge`` is ``(second judge, its features of
+    the test images)`` or None."""
     ev = evaluate_samples(
         samples.numpy(),
         args.dataset,
@@ -219,9 +224,54 @@ def score(samples, test, args, device, extractors, name: str, judge) -> dict:
         "ks_tests": ks["n_tests"],
     }
     if judge is not None:
-        row["judge2"] = judge.name
-        row["fid_judge2"] = judge.fid(samples.numpy(), test.images)
+        row.update(judge_scores(*judge, samples))
     return row
+
+
+def judge_scores(judge, real_features, samples) -> dict:
+    """FID and precision/recall (k=5, as genlab's) in the second judge's features: a recall that is not
+    the shipped classifier's view of diversity alone."""
+    fake_features = judge.features(samples.numpy())
+    pr = prdc(real_features, fake_features, k=5)
+    return {
+        "judge2": judge.name,
+        "fid_judge2": fid_from_features(fake_features, real_features),
+        "precision_judge2": pr["precision"],
+        "recall_judge2": pr["recall"],
+    }
+
+
+def real_row(data, test, args, device, extractors, judge) -> dict:
+    """The ceiling every model is read against: ``-n`` real images of the training split (drawn without
+    replacement, seed-fixed), scored against the test split exactly as samples are."""
+    pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed))[: args.n]
+    images = data.images[pick].float() / 255.0
+    name = f"real data ({data.split} split)"
+    return {
+        "model": name,
+        "seed": args.seed,
+        "sampler": "-",
+        **score(images, test, args, device, extractors, name, judge),
+    }
+
+
+def format_row(r: dict, j2: bool) -> str:
+    """One table line; the real-data row has no training or sampling figures."""
+    trained = "train_seconds" in r
+    return (
+        f"{r['model']:<34} {r['seed']:>4} "
+        + (
+            f"{r['train_seconds'] / 60:>5.1f} {r['epochs']:>7.2f} {r['images_per_second']:>9,.0f} "
+            f"{r['sampler']:>10} {r['sample_seconds_per_1k']:>6.1f}"
+            if trained
+            else f"{'-':>5} {'-':>7} {'-':>9} {'-':>10} {'-':>6}"
+        )
+        + f" {r['fid']:>8.2f}"
+        + (f" {r['fid_judge2']:>6.2f}" if j2 else "")
+        + f" {r['kid']:>8.4f} {r['is']:>6.2f} {r['precision']:>9.3f} {r['recall']:>7.3f}"
+        + (f" {r['recall_judge2']:>9.3f}" if j2 else "")
+        + f" {r['coverage']:>8.3f} {r['classes_covered']:>4}/{r['num_classes']:<2}"
+    )
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -230,7 +280,17 @@ def summarise(rows: list[dict]) -> list[dict]:
     for name in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == name]
         summary: dict = {"model": name, "seeds": [r["seed"] for r in mine]}
-        for key in ("images_per_second", "epochs", "fid", "fid_judge2", "kid", "precision", "recall", "coverage"):
+        for key in (
+            "images_per_second",
+            "epochs",
+            "fid",
+            "fid_judge2",
+            "kid",
+            "precision",
+            "recall",
+            "recall_judge2",
+            "coverage",
+        ):
             values = [r[key] for r in mine if key in r]
             if values:
                 summary[key] = statistics.fmean(values)
@@ -259,7 +319,7 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--second-judge",
         action="store_true",
-        help="also report FID on an independently trained feature network (benchmarks/second_judge.py; "
+        help="also report FID and recall on an independently trained feature network (benchmarks/second_judge.py; "
         "trained once, a few minutes, then cached)",
     )
     ap.add_argument(
@@ -271,6 +331,12 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", help="comma-separated run directories to score instead of training models")
     ap.add_argument("--sampler", help="sampler of models that take one (ddpm | ddim | dpm-solver++)")
     ap.add_argument("--steps", type=int, help="sampler steps of models that take them")
+    ap.add_argument(
+        "--no-real-row",
+        action="store_true",
+        help="skip the reference row: -n real training images scored like samples, the best a model can "
+        "expect of each metric at this n (about 40 s)",
+    )
     args = ap.parse_args(argv)
 
     for run_dir in map(Path, args.runs.split(",") if args.runs else []):  # before minutes of loading data
@@ -297,7 +363,8 @@ def main(argv=None) -> int:
     if args.second_judge:
         from second_judge import load_or_train_judge
 
-        judge = load_or_train_judge(args.dataset, args.data_dir)
+        loaded = load_or_train_judge(args.dataset, args.data_dir)
+        judge = (loaded, loaded.features(test.images))
     warm_up(device)
     t_start = time.perf_counter()
     rows = []
@@ -334,12 +401,14 @@ def main(argv=None) -> int:
             }
         )
 
+    reference = None if args.no_real_row else real_row(data, test, args, device, extractors, judge)
     j2 = judge is not None
     header = (
         f"{'model':<34} {'seed':>4} {'min':>5} {'epochs':>7} {'images/s':>9} {'sampler':>10} {'s/1k':>6} {'FID':>8}"
-        f"{' FID-j2' if j2 else ''} {'KID':>8} {'IS':>6} {'precision':>9} {'recall':>7} {'coverage':>8} {'classes':>7}"
+        f"{' FID-j2' if j2 else ''} {'KID':>8} {'IS':>6} {'precision':>9} {'recall':>7}"
+        f"{' recall-j2' if j2 else ''} {'coverage':>8} {'classes':>7}"
     )
-    print(f"\nextractor: {rows[0]['extractor']}" + (f"; second judge: {judge.name}" if j2 else ""))
+    print(f"\nextractor: {rows[0]['extractor']}" + (f"; second judge: {judge[0].name}" if j2 else ""))
     print(
         f"{args.dataset}: trained on {data.split}, scored against the {test.split} split; {args.n} samples per model; "
         + (
@@ -350,17 +419,16 @@ def main(argv=None) -> int:
     )
     print_table(
         header,
-        [
-            f"{r['model']:<34} {r['seed']:>4} {r['train_seconds'] / 60:>5.1f} {r['epochs']:>7.2f} "
-            f"{r['images_per_second']:>9,.0f} {r['sampler']:>10} {r['sample_seconds_per_1k']:>6.1f} {r['fid']:>8.2f}"
-            + (f" {r['fid_judge2']:>6.2f}" if j2 else "")
-            + f" {r['kid']:>8.4f} {r['is']:>6.2f} {r['precision']:>9.3f} {r['recall']:>7.3f} "
-            f"{r['coverage']:>8.3f} {r['classes_covered']:>4}/{r['num_classes']:<2}"
-            for r in rows
-        ],
+        [format_row(r, j2) for r in rows] + ([format_row(reference, j2)] if reference else []),
         "min: training minutes; s/1k: sampling seconds per 1,000 images. "
         "FID, KID: lower is better; IS (1..10), precision, recall, coverage (0..1), classes covered: higher. "
-        "Density, class KL and KS tests differing are in results.json.",
+        + ("-j2: in the second judge's features. " if j2 else "")
+        + (
+            "The real-data row scores real training images as samples: the best a model can expect. "
+            if reference
+            else ""
+        )
+        + "Density, class KL and KS tests differing are in results.json.",
     )
     summary = summarise(rows)
     if len(seeds) > 1:
@@ -383,10 +451,11 @@ def main(argv=None) -> int:
                 "args": vars(args),
                 "device": device,
                 "extractor": rows[0]["extractor"],
-                "second_judge": judge.name if j2 else None,
+                "second_judge": judge[0].name if judge is not None else None,
                 "metrics": list(METRICS),
                 "total_seconds": round(time.perf_counter() - t_start, 1),
                 "rows": rows,
+                "real_data": reference,
                 "summary": summary,
             },
             indent=2,
