@@ -617,13 +617,13 @@ def test_evaluate_draws_with_the_sampling_flags_and_records_them(ddpm_run, tmp_p
         return json.loads((out / "metrics.json").read_text())
 
     default = evaluate(tmp_path / "default")
-    assert default["source"]["sampling"] == {"sampler": "ddim", "steps": 2, "eta": 0.0, "guidance": 1.0}
+    assert default["source"]["sampling"] == {"sampler": "ddim", "steps": 2, "eta": 0.0}  # unconditional: no W
     assert default["source"]["sampling_seconds"] > 0
     chosen = evaluate(tmp_path / "chosen", "--sampler", "ddpm", "--steps", "7")
-    assert chosen["source"]["sampling"] == {"sampler": "ddpm", "steps": 7, "eta": 0.0, "guidance": 1.0}
+    assert chosen["source"]["sampling"] == {"sampler": "ddpm", "steps": 7}  # eta is DDIM's alone
     fid = {r["key"]: r["value"] for r in default["summary"]}["fid"]
     assert {r["key"]: r["value"] for r in chosen["summary"]}["fid"] != fid  # other samples, not a relabelling
-    assert "sampled with ddpm, 7 steps, eta 0, guidance 1" in (tmp_path / "chosen" / "report.html").read_text()
+    assert "sampled with ddpm, 7 steps, drawn in" in (tmp_path / "chosen" / "report.html").read_text()
 
     npy = tmp_path / "s.npy"
     np.save(npy, np.zeros((10, 1, 28, 28), np.float32))

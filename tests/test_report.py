@@ -15,6 +15,7 @@ from genlab.evaluate import Evaluation
 from genlab.report import (
     VERDICT_HEADING,
     best_runs,
+    comparability_warnings,
     compare_html,
     evaluation_html,
     fmt,
@@ -186,6 +187,19 @@ def test_compare_page_marks_the_best_and_says_what_was_evaluated_on_the_fly(tmp_
     assert "different sample counts" in page
     assert page.count('class="num best"') >= 2 and "data:image/png;base64," in page  # training curves
     assert page.count("no samples.png") == 2
+
+
+def test_a_cas_row_alone_is_no_reason_to_warn_of_different_feature_extractors():
+    plain = _result(fid=5.0, precision=0.5, density=1.0, copies=0.01)
+    with_cas = _result(fid=4.0, precision=0.4, density=1.0, copies=0.01)
+    with_cas["summary"].append({"key": "cas", "label": "CAS", "value": 0.8, "better": "higher", "extractor": None})
+    runs = [{"name": "a", "result": plain}, {"name": "b", "result": with_cas}]
+    assert comparability_warnings(runs) == []
+    other = _result(fid=4.0, precision=0.4, density=1.0, copies=0.01)
+    other["summary"][0] = {**other["summary"][0], "extractor": "inception-v3"}
+    (warning,) = comparability_warnings([*runs, {"name": "c", "result": other}])
+    assert "different feature extractors" in warning and "c: genlab-cnn-mnist-v1, inception-v3, pixels" in warning
+    assert "None" not in warning
 
 
 def test_evaluation_page_names_the_likelihood_by_what_was_measured():

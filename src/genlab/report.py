@@ -552,7 +552,11 @@ def comparability_warnings(runs: Sequence[dict[str, Any]]) -> list[str]:
             f"the runs were evaluated on different datasets ({', '.join(sorted(map(str, datasets)))}): "
             "their numbers are not comparable"
         )
-    used = {r["name"]: sorted({str(row.get("extractor")) for row in r["result"].get("summary", [])}) for r in runs}
+    # Rows without an extractor (CAS trains its own classifier) say nothing about the feature networks.
+    used = {
+        r["name"]: sorted({str(row["extractor"]) for row in r["result"].get("summary", []) if row.get("extractor")})
+        for r in runs
+    }
     if len({tuple(v) for v in used.values()}) > 1:  # rows are keyed by key@extractor: never ranked across networks
         each = "; ".join(f"{name}: {', '.join(v) or 'none'}" for name, v in used.items())
         out.append(

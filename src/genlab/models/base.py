@@ -338,8 +338,9 @@ class ConfigurableSampler(Protocol):
     def set_sampling(self, **options: Any) -> None: ...
 
     def sampling_settings(self) -> dict[str, Any]:
-        """How ``sample`` draws now: every option ``set_sampling`` takes, with its value (recorded beside
-        the figures an evaluation computes from the samples)."""
+        """How ``sample`` draws now: each option of ``set_sampling`` that shapes the samples, with its value
+        (recorded beside the figures an evaluation computes from the samples; options that do nothing
+        with the current choice, such as a noise level for a deterministic solver, are left out)."""
         ...
 
 

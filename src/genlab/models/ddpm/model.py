@@ -195,7 +195,14 @@ class DDPM(GenerativeModel):
         self.sampling = new
 
     def sampling_settings(self) -> dict[str, Any]:
-        return asdict(self.sampling)
+        """The options that shape the samples: eta only for DDIM (ancestral sampling always adds the
+        posterior's noise, DPM-Solver++ none), guidance only for a conditional model."""
+        how = asdict(self.sampling)
+        if how["sampler"] != "ddim":
+            del how["eta"]
+        if not self.config.conditional:
+            del how["guidance"]
+        return how
 
     def noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """x_T ~ N(0, I), (n, C, H, W), drawn on the generator's device and moved to the model's."""
