@@ -58,6 +58,15 @@ def split_settings(items: list[str], where: str) -> tuple[dict, dict]:
     return model, train
 
 
+def real_images(data, n: int, seed: int) -> torch.Tensor:
+    """``n`` images of a genlab ``Dataset`` drawn without replacement (seed-fixed), as float in [0, 1]: real
+    data to score exactly as samples are, the figures a model that matched the data would expect. (Not
+    ``genlab evaluate``'s own reference points: these tables also score them with the second judge, and
+    against the whole reference split, as the models' rows are.)"""
+    pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n]
+    return data.images[pick].float() / 255.0
+
+
 def print_table(header: str, lines: list[str], legend: str) -> None:
     """A results table: header, rule, one line per model, then what the columns mean."""
     print(header)

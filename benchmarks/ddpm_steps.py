@@ -25,8 +25,10 @@ from pathlib import Path
 
 import torch
 
+from common import real_images
 from genlab.checkpoint import load_run
 from genlab.data import load_dataset
+from genlab.errors import GenlabError
 from genlab.evaluate import evaluate_samples, prepare_reference
 from genlab.models import configure_sampling
 from genlab.plots import save_figure
@@ -53,10 +55,13 @@ def main(argv=None) -> int:
     options = {"sampler": args.sampler} | ({} if args.eta is None else {"eta": args.eta})
     eta_tag = "" if args.eta is None else f"-eta{args.eta:g}"
     out = Path(args.out) if args.out else Path(args.run) / f"steps-{args.sampler}{eta_tag}"
-    out.mkdir(parents=True, exist_ok=True)
 
-    model, run = load_run(Path(args.run))
-    configure_sampling(model, options | {"steps": max(steps)}, args.run)  # refuses early
+    try:  # the run and every option checked once, before minutes of sampling
+        model, run = load_run(Path(args.run))
+        configure_sampling(model, options | {"steps": max(steps)}, args.run)
+    except GenlabError as e:
+        raise SystemExit(f"ddpm_steps.py: {e.message}") from None
+    out.mkdir(parents=True, exist_ok=True)
     dataset, data_dir = run.data.dataset, run.data.data_dir
     real = load_dataset(dataset, "test" if args.final else "val", data_dir=data_dir)
     _, extractors, _ = prepare_reference(dataset, data_dir, None, None)
@@ -90,8 +95,7 @@ def main(argv=None) -> int:
     # Real images from outside the split scored against: the 'fit' images when that is 'val' (val is
     # the train split's last 5,000, so drawing from all of train would score some images against themselves).
     train = load_dataset(dataset, "fit" if real.split == "val" else "train", data_dir=data_dir)
-    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed))[: args.n]
-    m = score(train.images[pick].float() / 255.0, dataset, data_dir, args.seed, real, extractors, run.data.split)
+    m = score(real_images(train, args.n, args.seed), dataset, data_dir, args.seed, real, extractors, run.data.split)
     reference = {
         "images": f"{args.n} real images of {dataset} {train.split}",
         **{k: m[k] for k in ("fid", "kid", "precision", "recall")},

@@ -58,7 +58,7 @@ from pathlib import Path
 
 import torch
 
-from common import BIG, auto_device, budget_parser, print_table, split_settings, warm_up
+from common import BIG, auto_device, budget_parser, print_table, real_images, split_settings, warm_up
 from genlab.checkpoint import load_run
 from genlab.config import DataConfig, RunConfig, TrainConfig
 from genlab.data import load_dataset
@@ -244,8 +244,7 @@ def judge_scores(judge, real_features, samples) -> dict:
 def real_row(data, test, args, device, extractors, judge) -> dict:
     """The ceiling every model is read against: ``-n`` real images of the training split (drawn without
     replacement, seed-fixed), scored against the test split exactly as samples are."""
-    pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed))[: args.n]
-    images = data.images[pick].float() / 255.0
+    images = real_images(data, args.n, args.seed)
     name = f"real data ({data.split} split)"
     return {
         "model": name,
@@ -371,7 +370,10 @@ def main(argv=None) -> int:
     for name, seed, run_dir, t in trained_models(args, specs, names, seeds, data, test, device, out):
         model = t["model"]
         if isinstance(model, ConfigurableSampler) and (args.sampler or args.steps):
-            model.set_sampling(sampler=args.sampler, steps=args.steps)
+            try:
+                model.set_sampling(sampler=args.sampler, steps=args.steps)
+            except GenlabError as e:  # the trained run stays in --out: score it again with --runs
+                raise SystemExit(f"gan_quality.py: {run_dir}: {e.message}") from None
         samples, s_per_1k = timed_samples(model, args.n, seed)
         grid = out / f"samples-{run_dir.name}.png"
         save_grid(samples[:100], grid, nrow=10)
